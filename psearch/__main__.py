@@ -1,0 +1,3 @@
+from psearch.cli import main
+
+main()

@@ -1,0 +1,57 @@
+"""Reading images and video frames. Arrays are RGB uint8 [H, W, 3] throughout psearch."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from psearch.errors import PsearchError
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
+VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".m4v", ".webm", ".mpg", ".mpeg")
+
+
+def read_image(path: str | os.PathLike) -> np.ndarray:
+    """Read an image file as RGB uint8 [H, W, 3]; ``PsearchError`` if missing or undecodable."""
+    path = Path(path)
+    if not path.is_file():
+        raise PsearchError(f"{path}: image file not found")
+    bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    if bgr is None:
+        raise PsearchError(f"{path}: cannot decode image")
+    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+
+
+def write_image(path: str | os.PathLike, rgb: np.ndarray, jpeg_quality: int = 95) -> None:
+    """Write an RGB uint8 image; the format follows the file suffix."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    params = [cv2.IMWRITE_JPEG_QUALITY, jpeg_quality] if path.suffix.lower() in (".jpg", ".jpeg") else []
+    if not cv2.imwrite(str(path), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), params):
+        raise PsearchError(f"{path}: cannot write image")
+
+
+def read_video_frame(path: str | os.PathLike, frame_index: int) -> np.ndarray:
+    """Read frame ``frame_index`` (0-based) of a video file as RGB uint8 [H, W, 3]."""
+    path = Path(path)
+    capture = cv2.VideoCapture(str(path))
+    try:
+        if not capture.isOpened():
+            raise PsearchError(f"{path}: cannot open video")
+        capture.set(cv2.CAP_PROP_POS_FRAMES, frame_index)
+        ok, bgr = capture.read()
+        if not ok or bgr is None:
+            raise PsearchError(f"{path}: cannot read frame {frame_index}")
+        return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+    finally:
+        capture.release()
+
+
+def read_source_frame(source: str | os.PathLike, frame_index: int) -> np.ndarray:
+    """A manifest row's picture: the image itself (``frame_index < 0``) or a video frame."""
+    if frame_index < 0:
+        return read_image(source)
+    return read_video_frame(source, frame_index)

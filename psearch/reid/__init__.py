@@ -1,0 +1,1 @@
+"""psearch.reid"""
