@@ -1,0 +1,231 @@
+"""The re-ID network (any timm backbone + linear/BatchNorm neck) and its inference API.
+
+``ReidNet`` maps uint8 person crops [B, 3, H, W] to 256-d embeddings; ``ReidModel`` wraps a
+trained net for users: ``ReidModel.from_checkpoint("reid.pt").embed_crops(list_of_rgb_crops)``.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+import timm
+import timm.data
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from psearch.checkpoint import load_checkpoint
+from psearch.errors import PsearchError
+
+CHECKPOINT_KIND = "reid"
+
+DEFAULT_MODEL_CONFIG: dict[str, Any] = {
+    "backbone": "resnet50",      # any timm model name
+    "pretrained": False,         # load timm's pretrained weights (local cache or hub)
+    "pretrained_file": None,     # or a local weights file for the backbone
+    "pool": "avg",               # timm global_pool
+    "dim": 256,                  # embedding size
+    "input_size": [256, 128],    # crop height, width
+    "timm_kwargs": {},           # extra keyword arguments for timm.create_model
+}
+
+
+def model_config(cfg: dict[str, Any] | None) -> dict[str, Any]:
+    """``cfg`` completed with the defaults of ``DEFAULT_MODEL_CONFIG``."""
+    return {**copy.deepcopy(DEFAULT_MODEL_CONFIG), **(cfg or {})}
+
+
+def resolve_device(device: str | torch.device | None) -> torch.device:
+    """``"auto"``/None -> CUDA when available, else CPU; anything else as torch understands it."""
+    if device is None or str(device) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(device)
+    except RuntimeError as exc:
+        raise PsearchError(f"device {device!r}: {exc}") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise PsearchError(f"device {device}: CUDA is not available on this machine")
+    return device
+
+
+def create_backbone(cfg: dict[str, Any], pretrained: bool | None = None) -> nn.Module:
+    """The timm backbone of ``cfg`` with its classifier removed (``num_classes=0``).
+
+    ``pretrained`` overrides ``cfg["pretrained"]``/``cfg["pretrained_file"]`` (False when the
+    weights come from a psearch checkpoint anyway).
+    """
+    name = cfg["backbone"]
+    if not timm.is_model(name):
+        raise PsearchError(f"model.backbone {name!r}: not a timm model name "
+                           f"(see timm.list_models())")
+    file = cfg.get("pretrained_file")
+    use_pretrained = bool(cfg.get("pretrained") or file) if pretrained is None else pretrained
+    kwargs = dict(cfg.get("timm_kwargs") or {})
+    if use_pretrained and file:
+        if not Path(file).is_file():
+            raise PsearchError(f"{file}: pretrained weights file not found (model.pretrained_file)")
+        kwargs["pretrained_cfg_overlay"] = {"file": str(file)}
+    try:
+        return timm.create_model(name, pretrained=use_pretrained, num_classes=0,
+                                 global_pool=cfg.get("pool") or "avg", **kwargs)
+    except Exception as exc:
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        if use_pretrained:
+            where = file or "timm's cache / the Hugging Face hub"
+            raise PsearchError(
+                f"{name}: pretrained weights not available from {where} ({reason}); "
+                f"pass a local file with --set model.pretrained_file=PATH or drop --pretrained"
+            ) from None
+        raise PsearchError(f"model.backbone {name!r}: timm cannot build it ({reason})") from None
+
+
+class ReidNet(nn.Module):
+    """Backbone -> global pooling -> Linear -> BatchNorm1d -> L2 normalisation.
+
+    Input: uint8 (or float in [0, 255]) RGB images [B, 3, H, W]; normalised inside with the
+    backbone's mean/std. ``forward`` gives unit-norm embeddings [B, dim]; ``neck_features`` the
+    pre-normalisation features [B, dim] that the losses take.
+    """
+
+    def __init__(self, backbone: nn.Module, in_features: int, dim: int,
+                 mean: Sequence[float], std: Sequence[float]) -> None:
+        super().__init__()
+        self.backbone = backbone
+        self.neck = nn.Sequential(nn.Linear(in_features, dim), nn.BatchNorm1d(dim))
+        self.dim = dim
+        self.register_buffer("mean", torch.tensor(mean).view(1, 3, 1, 1) * 255, persistent=False)
+        self.register_buffer("std", torch.tensor(std).view(1, 3, 1, 1) * 255, persistent=False)
+
+    def neck_features(self, images: torch.Tensor) -> torch.Tensor:
+        """images uint8 [B, 3, H, W] -> features [B, dim] before normalisation."""
+        x = (images.float() - self.mean) / self.std
+        return self.neck(self.backbone(x))
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        """images uint8 [B, 3, H, W] -> L2-normalised embeddings [B, dim]."""
+        return F.normalize(self.neck_features(images), dim=1)
+
+
+def build_reid_net(cfg: dict[str, Any], pretrained: bool | None = None) -> ReidNet:
+    """Build the ``ReidNet`` described by a ``model`` config section (see DEFAULT_MODEL_CONFIG)."""
+    cfg = model_config(cfg)
+    backbone = create_backbone(cfg, pretrained)
+    height, width = (int(v) for v in cfg["input_size"])
+    backbone.eval()
+    with torch.no_grad():  # the pooled width, whatever the family (head_hidden_size varies)
+        in_features = backbone(torch.zeros(1, 3, height, width)).shape[1]
+    backbone.train()
+    data_cfg = timm.data.resolve_data_config({}, model=backbone)
+    return ReidNet(backbone, in_features, int(cfg["dim"]), data_cfg["mean"], data_cfg["std"])
+
+
+def crop_boxes(image: np.ndarray, boxes: np.ndarray) -> list[np.ndarray]:
+    """Views of ``image`` [H, W, 3] inside ``boxes`` float [N, 4] (x1, y1, x2, y2).
+
+    Boxes are rounded outwards and clipped to the image; every crop is at least 1x1 pixel.
+    """
+    height, width = image.shape[:2]
+    boxes = np.asarray(boxes, dtype=np.float32).reshape(-1, 4)
+    x1 = np.clip(np.floor(boxes[:, 0]), 0, width - 1).astype(np.int64)
+    y1 = np.clip(np.floor(boxes[:, 1]), 0, height - 1).astype(np.int64)
+    x2 = np.clip(np.ceil(boxes[:, 2]), x1 + 1, width).astype(np.int64)
+    y2 = np.clip(np.ceil(boxes[:, 3]), y1 + 1, height).astype(np.int64)
+    return [image[b:d, a:c] for a, b, c, d in zip(x1, y1, x2, y2, strict=True)]
+
+
+def resize_crop(crop: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Resize an RGB crop to ``size`` (height, width): area averaging when shrinking."""
+    height, width = size
+    shrink = crop.shape[0] >= height and crop.shape[1] >= width
+    return cv2.resize(crop, (width, height),
+                      interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
+
+
+def resize_crops(crops: Sequence[np.ndarray], size: tuple[int, int]) -> np.ndarray:
+    """RGB uint8 crops of any size -> one uint8 batch [N, height, width, 3]."""
+    out = np.empty((len(crops), size[0], size[1], 3), dtype=np.uint8)
+    for i, crop in enumerate(crops):
+        if crop.ndim != 3 or crop.shape[2] != 3 or crop.shape[0] == 0 or crop.shape[1] == 0:
+            raise PsearchError(f"crop {i}: expected an RGB array [H, W, 3], got shape {crop.shape}")
+        out[i] = resize_crop(crop, size)
+    return out
+
+
+class ReidModel:
+    """A trained re-ID embedding for inference.
+
+    >>> model = ReidModel.from_checkpoint("reid.pt", device="cpu")
+    >>> feats = model.embed_crops([crop1, crop2])      # float32 [2, model.dim], unit norm
+    >>> feats = model.embed_boxes(image, boxes)        # boxes float [N, 4] x1 y1 x2 y2
+    """
+
+    def __init__(self, net: ReidNet, config: dict[str, Any],
+                 device: str | torch.device | None = "auto", batch_size: int = 128) -> None:
+        self.config = config
+        self.model_config = model_config(config.get("model"))
+        self.device = resolve_device(device)
+        self.net = net.to(self.device).eval()
+        self.input_size = tuple(int(v) for v in self.model_config["input_size"])
+        self.batch_size = batch_size
+        self.checkpoint_path: Path | None = None
+
+    @classmethod
+    def from_checkpoint(cls, path: str | os.PathLike, device: str | torch.device | None = "auto",
+                        batch_size: int = 128) -> ReidModel:
+        """Load a ``psearch train-reid`` checkpoint; ``PsearchError`` if it is not a usable one."""
+        payload = load_checkpoint(path, CHECKPOINT_KIND)
+        config = payload.get("config")
+        if not isinstance(config, dict) or not isinstance(payload.get("model"), dict):
+            raise PsearchError(f"{path}: re-ID checkpoint without 'config' or 'model' entries")
+        net = build_reid_net(config.get("model", {}), pretrained=False)
+        load_net_state(net, payload["model"], path)
+        model = cls(net, config, device, batch_size)
+        model.checkpoint_path = Path(path)
+        return model
+
+    @property
+    def dim(self) -> int:
+        """Embedding size D."""
+        return self.net.dim
+
+    @property
+    def backbone_name(self) -> str:
+        return str(self.model_config["backbone"])
+
+    @torch.inference_mode()
+    def embed_batch(self, batch: np.ndarray) -> np.ndarray:
+        """uint8 [N, height, width, 3] crops already at ``input_size`` -> float32 [N, D]."""
+        images = torch.from_numpy(batch).to(self.device, non_blocking=True).permute(0, 3, 1, 2)
+        with torch.autocast(self.device.type, dtype=torch.float16,
+                            enabled=self.device.type == "cuda"):
+            feats = self.net(images)
+        return F.normalize(feats.float(), dim=1).cpu().numpy()
+
+    def embed_crops(self, crops: Sequence[np.ndarray]) -> np.ndarray:
+        """RGB uint8 crops [H_i, W_i, 3] of any size -> float32 [N, D], L2-normalised."""
+        out = np.empty((len(crops), self.dim), dtype=np.float32)
+        for start in range(0, len(crops), self.batch_size):
+            chunk = crops[start:start + self.batch_size]
+            out[start:start + len(chunk)] = self.embed_batch(resize_crops(chunk, self.input_size))
+        return out
+
+    def embed_boxes(self, image: np.ndarray, boxes: np.ndarray) -> np.ndarray:
+        """The people at ``boxes`` float [N, 4] (x1, y1, x2, y2) of RGB ``image`` -> [N, D]."""
+        return self.embed_crops(crop_boxes(image, boxes))
+
+
+def load_net_state(net: ReidNet, state: dict[str, torch.Tensor], path: str | os.PathLike) -> None:
+    """Load ``state`` into ``net``; a state of another architecture or size is a PsearchError."""
+    try:
+        net.load_state_dict(state)
+    except RuntimeError as exc:
+        lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
+        detail = lines[1] if len(lines) > 1 else lines[0] if lines else "mismatch"
+        raise PsearchError(f"{path}: weights do not match the checkpoint's model config "
+                           f"({detail[:200]})") from None
