@@ -1,0 +1,146 @@
+"""FAISS index choice, training and tuning; inner product on L2-normalized vectors (cosine).
+
+Kinds map to FAISS factory strings: ``flat`` -> ``Flat`` (exact, ``IndexFlatIP``),
+``ivf`` -> ``IVF{nlist},Flat``, ``ivfpq`` -> ``IVF{nlist},PQ{m}``, ``hnsw`` -> ``HNSW32``.
+``auto`` is exact below ``AUTO_FLAT_MAX_ROWS`` rows and IVF above. The search-time knob of the
+approximate kinds (``nprobe`` for IVF, ``efSearch`` for HNSW) is tuned after building: the
+smallest value whose recall@10 against exact search reaches the target on a sample of the
+gallery's own vectors.
+"""
+
+from __future__ import annotations
+
+import math
+
+import faiss
+import numpy as np
+
+from psearch.errors import PsearchError
+
+INDEX_KINDS = ("auto", "flat", "ivf", "ivfpq", "hnsw")
+AUTO_FLAT_MAX_ROWS = 200_000
+"""``auto`` keeps exact search up to this size (~5 ms per query on one core at D=256)."""
+HNSW_NEIGHBORS = 32
+TRAIN_POINTS_PER_LIST = 64
+"""IVF k-means trains on at most this many sampled vectors per inverted list."""
+TUNE_QUERIES = 256
+TUNE_K = 10
+DEFAULT_TARGET_RECALL = 0.95
+KNOB = {"ivf": "nprobe", "ivfpq": "nprobe", "hnsw": "efSearch"}
+KNOB_VALUES = (1, 2, 4, 8, 12, 16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512, 768, 1024)
+HNSW_MIN_EF = 16
+"""efSearch below FAISS's default of 16 is erratic for k = 10."""
+SATURATED = 0.002
+"""Stop raising the knob once recall grows less than this per step (PQ's quantization caps it)."""
+
+
+def default_nlist(n_rows: int) -> int:
+    """Inverted lists for ``n_rows`` vectors: ~4 sqrt(N), at least 1 and at most N / 39 so that
+    k-means has enough points per centroid."""
+    return max(1, min(int(round(4 * math.sqrt(n_rows))), n_rows // 39))
+
+
+def resolve_kind(kind: str, n_rows: int) -> str:
+    if kind not in INDEX_KINDS:
+        raise PsearchError(f"unknown index kind {kind!r}; choose one of {', '.join(INDEX_KINDS)}")
+    if kind == "auto":
+        return "flat" if n_rows <= AUTO_FLAT_MAX_ROWS else "ivf"
+    return kind
+
+
+def factory_string(kind: str, dim: int, n_rows: int, nlist: int | None = None,
+                   pq_m: int | None = None) -> str:
+    """The FAISS factory string of a resolved ``kind`` for ``n_rows`` vectors of ``dim``."""
+    if kind == "flat":
+        return "Flat"
+    if kind == "hnsw":
+        return f"HNSW{HNSW_NEIGHBORS}"
+    nlist = nlist or default_nlist(n_rows)
+    if kind == "ivf":
+        return f"IVF{nlist},Flat"
+    pq_m = pq_m or max(1, dim // 8)
+    if dim % pq_m:
+        raise PsearchError(f"--pq-m {pq_m} must divide the embedding size {dim}")
+    return f"IVF{nlist},PQ{pq_m}"
+
+
+def build_index(vectors: np.ndarray, kind: str, nlist: int | None = None,
+                pq_m: int | None = None, seed: int = 0) -> tuple[faiss.Index, dict]:
+    """Train (if needed) and fill a CPU index with ``vectors`` float32 [N, D], L2-normalized.
+
+    Returns the index and its header entry ``{"kind", "factory", ...}`` (``nlist`` for IVF).
+    """
+    n, dim = vectors.shape
+    kind = resolve_kind(kind, n)
+    factory = factory_string(kind, dim, n, nlist, pq_m)
+    index = faiss.index_factory(dim, factory, faiss.METRIC_INNER_PRODUCT)
+    info: dict = {"kind": kind, "factory": factory}
+    if kind in ("ivf", "ivfpq"):
+        ivf = faiss.extract_index_ivf(index)
+        info["nlist"] = ivf.nlist
+        if n < ivf.nlist:
+            raise PsearchError(f"{factory}: {n} vectors cannot train {ivf.nlist} inverted lists; "
+                               "use --index flat or a smaller --nlist")
+        sample = np.random.default_rng(seed).permutation(n)[: TRAIN_POINTS_PER_LIST * ivf.nlist]
+        index.train(vectors[np.sort(sample)])
+    index.add(vectors)
+    return index, info
+
+
+def set_search_knob(index: faiss.Index, kind: str, value: int, on_gpu: bool = False) -> None:
+    """Set ``nprobe``/``efSearch`` the FAISS way (``GpuParameterSpace`` for a GPU index)."""
+    if kind in KNOB:
+        space = faiss.GpuParameterSpace() if on_gpu else faiss.ParameterSpace()
+        space.set_index_parameter(index, KNOB[kind], int(value))
+
+
+def tune_search_knob(index: faiss.Index, vectors: np.ndarray, kind: str,
+                     target_recall: float = DEFAULT_TARGET_RECALL, seed: int = 0) -> dict:
+    """Smallest knob value reaching ``target_recall`` (recall@10 vs exact search, on a sample
+    of the indexed vectors used as queries, their own row left out). Sets it on ``index``.
+
+    Returns ``{"nprobe"|"efSearch": value, "tuned_recall_at_10": recall}`` ({} for flat).
+    """
+    if kind not in KNOB:
+        return {}
+    n = len(vectors)
+    rows = np.random.default_rng(seed + 1).choice(n, size=min(TUNE_QUERIES, n), replace=False)
+    queries = vectors[rows]
+    k = min(TUNE_K + 1, n)
+    _, exact = faiss.knn(queries, vectors, k, metric=faiss.METRIC_INNER_PRODUCT)
+    exact = _drop_row(exact, rows, k - 1)
+    if kind == "hnsw":
+        candidates = [v for v in KNOB_VALUES if v >= HNSW_MIN_EF]
+    else:
+        nlist = faiss.extract_index_ivf(index).nlist
+        candidates = [v for v in KNOB_VALUES if v < nlist] + [nlist]
+    recall = -1.0
+    for value in candidates:
+        set_search_knob(index, kind, value)
+        _, found = index.search(queries, k)
+        recall, previous = recall_at_k(_drop_row(found, rows, k - 1), exact), recall
+        if recall >= target_recall or (value >= 8 and recall - previous < SATURATED):
+            break
+    return {KNOB[kind]: int(value), "tuned_recall_at_10": round(float(recall), 4)}
+
+
+def _drop_row(ids: np.ndarray, rows: np.ndarray, k: int) -> np.ndarray:
+    """ids [Q, k+1] without each query's own row id ``rows`` [Q], order kept -> [Q, k]."""
+    order = np.argsort(ids == rows[:, None], axis=1, kind="stable")
+    return np.take_along_axis(ids, order, axis=1)[:, :k]
+
+
+def recall_at_k(found: np.ndarray, exact: np.ndarray) -> float:
+    """Fraction of the true neighbours ``exact`` ids [Q, k] present in ``found`` [Q, k']
+    (-1 ids, FAISS's "no result", are not neighbours)."""
+    valid = exact >= 0
+    hits = (exact[:, :, None] == found[:, None, :]).any(axis=2) & valid
+    return float(hits.sum() / max(valid.sum(), 1))
+
+
+def to_device(index: faiss.Index, kind: str) -> tuple[faiss.Index, bool]:
+    """A copy of ``index`` on all GPUs when FAISS sees one (flat and IVF kinds; FAISS has no GPU
+    HNSW), else ``index`` itself. Returns (index, on_gpu)."""
+    if kind == "hnsw" or not hasattr(faiss, "index_cpu_to_all_gpus") or faiss.get_num_gpus() < 1:
+        return index, False
+    return faiss.index_cpu_to_all_gpus(index), True
