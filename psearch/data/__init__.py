@@ -1,1 +1,90 @@
-"""psearch.data"""
+"""psearch.data: the annotation model and the dataset loaders.
+
+>>> from psearch.data import load_dataset
+>>> ds = load_dataset("CUHK-SYSU/")            # or fmt="cuhk" | "prw" | "folder"
+>>> ds.train[0].boxes, ds.train[0].pids       # float32 [N, 4] x1y1x2y2, int64 [N] (-1 unlabeled)
+>>> ds.queries[0], ds.cuhk_protocols[100][0]  # CUHK-SYSU: gallery of query 0 in TestG100
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+from psearch.data.annotations import (
+    SPLITS,
+    UNLABELED_PID,
+    GalleryList,
+    ImageRecord,
+    PersonSearchDataset,
+    QueryRecord,
+)
+from psearch.data.cuhk import is_cuhk, load_cuhk
+from psearch.data.folder import is_folder, load_folder
+from psearch.data.prw import is_prw, load_prw
+from psearch.errors import PsearchError
+
+FORMATS = ("cuhk", "prw", "folder")
+
+__all__ = [
+    "FORMATS",
+    "SPLITS",
+    "UNLABELED_PID",
+    "GalleryList",
+    "ImageRecord",
+    "PersonSearchDataset",
+    "QueryRecord",
+    "detect_format",
+    "load_dataset",
+]
+
+log = logging.getLogger(__name__)
+
+
+def detect_format(root: str | os.PathLike) -> str:
+    """The format of the dataset at ``root``, judged by the files present.
+
+    cuhk: ``annotation/Images.mat``; prw: ``frame_test.mat`` and ``annotations/``;
+    folder: ``annotations.json`` or ``annotations.csv``.
+    """
+    root = Path(root)
+    if not root.is_dir():
+        raise PsearchError(f"{root}: dataset folder not found")
+    for fmt, test in (("cuhk", is_cuhk), ("prw", is_prw), ("folder", is_folder)):
+        if test(root):
+            return fmt
+    raise PsearchError(
+        f"{root}: not a known dataset (no annotation/Images.mat, frame_test.mat + annotations/, "
+        "or annotations.json/.csv); pass --format"
+    )
+
+
+def load_dataset(
+    root: str | os.PathLike, fmt: str = "auto", notes: list[str] | None = None
+) -> PersonSearchDataset:
+    """Load a CUHK-SYSU, PRW or folder-format dataset without decoding its images.
+
+    ``fmt``: "cuhk", "prw", "folder" or "auto" (``detect_format``). Facts worth knowing about
+    the files (boxes skipped because w or h <= 0, clipped coordinates, unmatched appearances)
+    are appended to ``notes`` if given, else logged as warnings. Bad input raises
+    ``PsearchError`` naming the file and the problem.
+    """
+    root = Path(root)
+    if not root.is_dir():
+        raise PsearchError(f"{root}: dataset folder not found")
+    if fmt == "auto":
+        fmt = detect_format(root)
+    loaders = {"cuhk": load_cuhk, "prw": load_prw, "folder": load_folder}
+    if fmt not in loaders:
+        raise PsearchError(
+            f"unknown dataset format {fmt!r}; expected one of auto, {', '.join(FORMATS)}"
+        )
+    collected: list[str] = []
+    dataset = loaders[fmt](root, collected)
+    if notes is None:
+        for note in collected:
+            log.warning(note)
+    else:
+        notes.extend(collected)
+    return dataset
