@@ -1,0 +1,56 @@
+"""The two measures every protocol is built from: box IoU and step-wise average precision."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torchvision.ops import box_iou as _torch_box_iou
+
+SMALL_BOX_MARGIN = 10.0
+"""Pixels added to a ground truth's width and height in the small-person IoU threshold."""
+
+
+def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """IoU of every box of ``a`` with every box of ``b``: float64 [N, M].
+
+    a: [N, 4], b: [M, 4], (x1, y1, x2, y2); the continuous ``inter / union`` (no "+1" pixel).
+    """
+    a64 = torch.from_numpy(np.asarray(a, dtype=np.float64).reshape(-1, 4))
+    b64 = torch.from_numpy(np.asarray(b, dtype=np.float64).reshape(-1, 4))
+    return _torch_box_iou(a64, b64).numpy()
+
+
+def search_iou_threshold(gt_box: np.ndarray) -> float:
+    """IoU a detection needs to match ``gt_box`` [4] in the search protocol.
+
+    ``min(0.5, w*h / ((w+10)*(h+10)))``: small people get a looser threshold.
+    """
+    w = float(gt_box[2]) - float(gt_box[0])
+    h = float(gt_box[3]) - float(gt_box[1])
+    return min(0.5, w * h / ((w + SMALL_BOX_MARGIN) * (h + SMALL_BOX_MARGIN)))
+
+
+def average_precision(labels: np.ndarray, scores: np.ndarray) -> float:
+    """Step-wise average precision of ``scores`` [N] ranking the positives of ``labels`` [N].
+
+    The definition of scikit-learn's ``average_precision_score``: sum over the distinct score
+    thresholds, from high to low, of (recall gain) * (precision), with tied scores forming one
+    threshold. 0.0 when there is no positive.
+    """
+    scores = np.asarray(scores).reshape(-1)
+    order = np.argsort(scores, kind="stable")[::-1]
+    return average_precision_sorted(np.asarray(labels).reshape(-1)[order], scores[order])
+
+
+def average_precision_sorted(labels: np.ndarray, scores: np.ndarray) -> float:
+    """``average_precision`` of ``labels`` [N] and ``scores`` [N] sorted by score, descending."""
+    labels = np.asarray(labels, dtype=bool)
+    n_pos = int(labels.sum())
+    if n_pos == 0:
+        return 0.0
+    # Last rank of every group of tied scores: one precision/recall point per distinct score.
+    ends = np.append(np.flatnonzero(scores[1:] != scores[:-1]), scores.size - 1)
+    tp = np.cumsum(labels)[ends]
+    precision = tp / (ends + 1)
+    recall_gain = np.diff(tp, prepend=0) / n_pos
+    return float(np.sum(recall_gain * precision))
