@@ -1,5 +1,122 @@
-"""Click commands of this stage, registered on the ``psearch`` group by ``psearch.cli``."""
+"""Click commands of the re-ID stage: ``psearch train-reid`` and ``psearch embed``.
+
+Heavy imports (torch, timm) happen inside the commands, so ``psearch --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
 
 import click
 
-COMMANDS: list[click.Command] = []
+from psearch.config import apply_overrides, load_config
+
+DEFAULT_PRESET = "reid_cpu"
+
+
+def deep_merge(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
+    """``top`` over ``base``, merging nested mappings key by key."""
+    out = dict(base)
+    for key, value in top.items():
+        out[key] = (deep_merge(out[key], value)
+                    if isinstance(value, dict) and isinstance(out.get(key), dict) else value)
+    return out
+
+
+def reid_config(preset: str, overrides: tuple[str, ...] = ()) -> dict[str, Any]:
+    """A complete re-ID config: ``preset`` (name or file) read over ``reid_cpu``, then
+    ``--set`` overrides."""
+    cfg = load_config(preset)
+    if preset != DEFAULT_PRESET:
+        cfg = deep_merge(load_config(DEFAULT_PRESET), cfg)
+    return apply_overrides(cfg, list(overrides))
+
+
+@click.command("train-reid")
+@click.option("--data", "data_root", required=True, type=click.Path(path_type=Path),
+              help="Dataset root directory.")
+@click.option("--format", "fmt", type=click.Choice(["auto", "cuhk", "prw", "folder"]),
+              default="auto", show_default=True,
+              help="Dataset format (auto: detected from the files).")
+@click.option("--out", required=True, type=click.Path(path_type=Path),
+              help="Output directory for reid.pt and history.json.")
+@click.option("--config", "preset", default=DEFAULT_PRESET, show_default=True,
+              help="Preset name (reid_cpu, reid_cuhk, reid_prw) or YAML file.")
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
+              help="Override a config value, e.g. --set train.lr=0.01 (repeatable).")
+@click.option("--epochs", type=click.IntRange(min=1), default=None, help="Override train.epochs.")
+@click.option("--loss", type=click.Choice(["oim", "softmax"]), default=None,
+              help="Override loss.name.")
+@click.option("--pretrained", is_flag=True,
+              help="Start from timm's pretrained backbone weights (must be available locally).")
+@click.option("--detections", type=click.Path(path_type=Path), default=None,
+              help="A detect manifest on the train images: its boxes with IoU >= 0.5 to a "
+                   "ground-truth box are added as extra crops with that box's identity.")
+@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:1, ...")
+@click.option("--resume", is_flag=True, help="Continue the run saved in OUT/reid.pt.")
+@click.option("--quiet", is_flag=True, help="No progress bars.")
+def train_reid_command(data_root: Path, fmt: str, out: Path, preset: str,
+                       overrides: tuple[str, ...], epochs: int | None, loss: str | None,
+                       pretrained: bool, detections: Path | None, device: str, resume: bool,
+                       quiet: bool) -> None:
+    """Train the re-ID embedding (timm backbone + OIM loss) on a dataset's train split.
+
+    Evaluates on the test split with ground-truth boxes (the re-ID upper bound) every
+    train.eval_every epochs, and writes OUT/reid.pt after every epoch.
+
+    \b
+    Example:
+      psearch train-reid --data world/ --format cuhk --out runs/reid --epochs 12
+      psearch train-reid --data CUHK-SYSU/ --config reid_cuhk --pretrained --out runs/reid50
+    """
+    from psearch.data import load_dataset
+    from psearch.manifest import read_manifest
+    from psearch.reid.train import train_reid
+
+    extra = [f"train.epochs={epochs}"] if epochs else []
+    extra += [f"loss.name={loss}"] if loss else []
+    extra += ["model.pretrained=true"] if pretrained else []
+    cfg = reid_config(preset, (*overrides, *extra))
+    dataset = load_dataset(data_root, fmt)
+    manifest = read_manifest(detections) if detections is not None else None
+    history = train_reid(dataset, cfg, out, device=device, resume=resume, detections=manifest,
+                         progress=not quiet, log=click.echo)
+    click.echo(f"saved {out / 'reid.pt'} ({len(history)} epochs)")
+
+
+@click.command("embed")
+@click.option("--weights", required=True, type=click.Path(path_type=Path),
+              help="Re-ID checkpoint (reid.pt from psearch train-reid).")
+@click.option("--manifest", "manifest_path", required=True, type=click.Path(path_type=Path),
+              help="Detect output directory or its manifest.csv.")
+@click.option("--out", required=True, type=click.Path(path_type=Path),
+              help="Output directory for embeddings.npy and embeddings.json.")
+@click.option("--batch-size", type=click.IntRange(min=1), default=128, show_default=True)
+@click.option("--workers", type=click.IntRange(min=1), default=4, show_default=True,
+              help="Threads reading and resizing crops ahead of the model.")
+@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:1, ...")
+@click.option("--restart", is_flag=True,
+              help="Discard a partial run / replace embeddings made by another checkpoint.")
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+def embed_command(weights: Path, manifest_path: Path, out: Path, batch_size: int, workers: int,
+                  device: str, restart: bool, quiet: bool) -> None:
+    """Embed every crop of a detect manifest with a re-ID model.
+
+    Writes OUT/embeddings.npy (float32 [N, D], row i = manifest row i, unit norm) and
+    OUT/embeddings.json; an interrupted run resumes where it stopped.
+
+    \b
+    Example:
+      psearch embed --weights runs/reid/reid.pt --manifest dets/ --out emb/
+    """
+    from psearch.reid.embed import embed_manifest
+    from psearch.reid.model import ReidModel
+
+    model = ReidModel.from_checkpoint(weights, device=device, batch_size=batch_size)
+    meta = embed_manifest(model, manifest_path, out, batch_size=batch_size, workers=workers,
+                          restart=restart, progress=not quiet, log=click.echo)
+    click.echo(f"wrote {out / 'embeddings.npy'}: {meta['rows']} x {meta['dim']}")
+
+
+COMMANDS: list[click.Command] = [train_reid_command, embed_command]

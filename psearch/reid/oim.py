@@ -30,8 +30,8 @@ class OIMLoss(nn.Module):
       mean_i)`` with ``m = momentum`` and ``mean_i`` the mean of the batch's features of ``i``
       (an identity seen several times in one batch is updated once, with the mean);
     - the unlabeled features are written to the queue in batch order from ``queue_ptr`` on,
-      wrapping around (when a batch holds more than ``queue_size`` of them, its last
-      ``queue_size`` are kept).
+      wrapping around, and the pointer moves past them (exactly as writing them one by one:
+      when a batch holds more than ``queue_size`` of them, its last ``queue_size`` remain).
     """
 
     def __init__(self, dim: int, num_ids: int, queue_size: int = 5000, scale: float = 30.0,
@@ -47,7 +47,7 @@ class OIMLoss(nn.Module):
 
     def forward(self, features: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         """features float [B, D], labels int64 [B] -> scalar loss (updates buffers in training)."""
-        feats = F.normalize(features.float(), dim=1)
+        feats = F.normalize(features.to(self.lut.dtype), dim=1)
         labeled = labels != UNLABELED_PID
         table = torch.cat([self.lut, self.queue])  # a copy: in-place updates below are safe
         logits = self.scale * feats[labeled] @ table.t()
@@ -71,12 +71,11 @@ class OIMLoss(nn.Module):
             means = sums[present] / counts[present, None]
             self.lut[present] = F.normalize(
                 self.momentum * self.lut[present] + (1 - self.momentum) * means, dim=1)
-        unlabeled = feats[~labeled][-len(self.queue):] if len(self.queue) else feats[:0]
-        if len(unlabeled):
-            slots = (self.queue_ptr + torch.arange(len(unlabeled), device=feats.device)) % len(
-                self.queue)
-            self.queue[slots] = unlabeled
-            self.queue_ptr.copy_((self.queue_ptr + len(unlabeled)) % len(self.queue))
+        unlabeled, size = feats[~labeled], len(self.queue)
+        if len(unlabeled) and size:
+            slots = (self.queue_ptr + torch.arange(len(unlabeled), device=feats.device)) % size
+            self.queue[slots[-size:]] = unlabeled[-size:]  # later writes win, as in a loop
+            self.queue_ptr.copy_((self.queue_ptr + len(unlabeled)) % size)
 
 
 class SoftmaxLoss(nn.Module):
