@@ -57,6 +57,8 @@ def evaluate_detection(
     test images absent from it have no detection. ap and recall are fractions in [0, 1]; gt and
     detections count the ground truths and kept detections evaluated.
     """
+    if isinstance(detections, Mapping):  # features play no part here
+        detections = {name: tuple(value)[:2] for name, value in detections.items()}
     results = as_results(detections)
     dets = group_by_gallery(results, dataset, det_thresh)
     matched, scores = [], []
