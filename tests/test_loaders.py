@@ -11,7 +11,6 @@ import pytest
 import scipy.io
 
 from psearch.data import UNLABELED_PID, detect_format, load_dataset
-from psearch.data.cuhk import build_cuhk_protocols
 from psearch.data.folder import write_folder
 from psearch.errors import PsearchError
 
@@ -411,19 +410,6 @@ def test_cuhk_to_folder_round_trip_keeps_everything(tmp_path: Path) -> None:
             assert got[0] == want[0] and (got[1] is None) == (want[1] is None)
     with pytest.raises(PsearchError, match="not empty"):
         write_folder(cuhk, tmp_path / "out")
-
-
-def test_build_cuhk_protocols_puts_positives_first(tmp_path: Path) -> None:
-    ds = load_dataset(make_folder(tmp_path, FOLDER))
-    protocols = build_cuhk_protocols(ds, sizes=(2, 50), seed=0)
-    assert sorted(protocols) == [2]  # 50 is not below the 3 test images
-    galleries = protocols[2]
-    # query pid 5 in b.jpg: positive c.jpg (with its box), then one distractor, d.jpg
-    assert [(n, None if b is None else b.tolist()) for n, b in galleries[0]] == [
-        ("cam2/c.jpg", [2, 2, 12, 22]),
-        ("cam2/d.jpg", None),
-    ]
-    assert build_cuhk_protocols(ds, sizes=(2,), seed=0)[2][1][0][0] == galleries[1][0][0]
 
 
 def test_unknown_root(tmp_path: Path) -> None:

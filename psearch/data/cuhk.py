@@ -1,4 +1,4 @@
-"""CUHK-SYSU loader (see ``/work/shared/specs/datasets.md``) and TestG-style protocol builder.
+"""CUHK-SYSU loader (see ``/work/shared/specs/datasets.md``).
 
 Layout read::
 
@@ -53,7 +53,6 @@ IMAGE_DIR = Path("Image") / "SSM"
 ANNOTATION_DIR = Path("annotation")
 PROTOCOL_DIR = ANNOTATION_DIR / "test" / "train_test"
 TESTG_FILE = re.compile(r"^TestG(\d+)\.mat$")
-STANDARD_GALLERY_SIZES = (50, 100, 500, 1000, 2000, 4000)
 
 BoxKey = tuple[str, float, float, float, float]
 """(image name, x, y, w, h): how Train.mat and TestG boxes are found in Images.mat."""
@@ -360,43 +359,3 @@ def _protocol_loader(
         return [_gallery_list(g) for g in galleries]
 
     return load
-
-
-def build_cuhk_protocols(
-    dataset: PersonSearchDataset, sizes: tuple[int, ...] = STANDARD_GALLERY_SIZES, seed: int = 0
-) -> dict[int, list[GalleryList]]:
-    """TestG-style galleries for a dataset that has none (e.g. PRW or folder data).
-
-    For each query and each N in ``sizes`` (only the N below the number of test images; if none
-    is, N = number of test images - 1): the positives first, i.e. every other test image that
-    contains the query's identity, in gallery order, with that identity's first box there; then
-    ``N - positives`` distractors (test images without the identity, never the query's own
-    image) drawn at random with ``seed`` and listed in gallery order. The distractors of a
-    smaller N are a subset of those of a larger one; a query whose positives outnumber N keeps
-    all of them. Galleries are reproducible for a given ``seed``.
-    """
-    names = [r.name for r in dataset.gallery]
-    usable = [n for n in sizes if n < len(names)] or [max(len(names) - 1, 0)]
-    appearances: dict[int, list[tuple[int, np.ndarray]]] = {}  # pid -> [(image index, box)]
-    for i, record in enumerate(dataset.gallery):
-        pids, first = np.unique(record.pids, return_index=True)
-        for pid, j in zip(pids.tolist(), first.tolist(), strict=True):
-            if pid != UNLABELED_PID:
-                appearances.setdefault(pid, []).append((i, record.boxes[j].copy()))
-    index = {name: i for i, name in enumerate(names)}
-    rng = np.random.default_rng(seed)
-    protocols: dict[int, list[GalleryList]] = {n: [] for n in usable}
-    for query in dataset.queries:
-        own = index.get(query.image, -1)
-        hits = [(i, box) for i, box in appearances.get(query.pid, []) if i != own]
-        positives: GalleryList = [(names[i], box) for i, box in hits]
-        candidate = np.ones(len(names), dtype=bool)
-        candidate[[i for i, _ in hits]] = False
-        if own >= 0:
-            candidate[own] = False
-        others = np.flatnonzero(candidate)
-        order = others[rng.permutation(len(others))]
-        for n in usable:
-            chosen = np.sort(order[: max(n - len(positives), 0)])
-            protocols[n].append(positives + [(names[i], None) for i in chosen.tolist()])
-    return protocols

@@ -427,7 +427,10 @@ def _unique(images: list[_Image], path: Path) -> None:
 
 def _plain(boxes: np.ndarray) -> list:
     """float32 boxes as JSON-ready lists with the shortest decimals that read back exactly."""
-    return np.asarray(boxes, dtype=np.float32).astype(str).astype(np.float64).tolist()
+    shortest = np.asarray(boxes, dtype=np.float32).astype(str).astype(np.float64)
+    if shortest.ndim == 1:
+        return [int(v) if v.is_integer() else v for v in shortest.tolist()]
+    return [[int(v) if v.is_integer() else v for v in row] for row in shortest.tolist()]
 
 
 def check_output_dir(out: Path) -> None:
