@@ -29,6 +29,7 @@ from psearch.data.synth.people import (
     render_person,
 )
 from psearch.data.synth.scenes import (
+    PROP_EXTENT,
     Camera,
     apply_camera,
     camera_background,
@@ -50,7 +51,7 @@ class SynthConfig:
     """Everything that shapes a world. Sizes are pixels; ranges are inclusive (low, high)."""
 
     n_images: int = 320
-    n_identities: int = 96
+    n_identities: int = 120
     image_size: tuple[int, int] = (384, 288)
     """(width, height)."""
     person_height: tuple[float, float] = (36.0, 120.0)
@@ -115,13 +116,12 @@ PRESETS: dict[str, dict] = {
         test_image_fraction=0.45,
         props_per_image=(2, 5),
     ),
-    "ci": dict(n_images=320, n_identities=96, image_size=(384, 288), person_height=(36.0, 120.0)),
+    "ci": dict(n_images=320, n_identities=120, image_size=(384, 288), person_height=(36.0, 120.0)),
     "bench": dict(
         n_images=2400,
         n_identities=600,
         image_size=(480, 360),
         person_height=(42.0, 150.0),
-        appearances=(2, 5),
     ),
 }
 FORMAT_DEFAULTS: dict[str, dict] = {
@@ -129,6 +129,12 @@ FORMAT_DEFAULTS: dict[str, dict] = {
     "prw": dict(n_cameras=6, queries_per_identity=3, appearances=(3, 8), test_image_fraction=0.5),
 }
 """Per-format shape of the world (PRW: 6 cameras, many appearances, several queries)."""
+
+
+TUPLE_FIELDS = {
+    "image_size", "person_height", "people_per_image", "appearances", "props_per_image",
+    "gallery_sizes",
+}  # fmt: skip
 
 
 def make_config(fmt: str, preset: str = "ci", **overrides) -> SynthConfig:
@@ -144,18 +150,14 @@ def make_config(fmt: str, preset: str = "ci", **overrides) -> SynthConfig:
             f"unknown synth option(s) {', '.join(unknown)}; known: {', '.join(sorted(fields))}"
         )
     values = {**FORMAT_DEFAULTS[fmt], **PRESETS[preset]}
-    if fmt == "prw" and "appearances" in PRESETS[preset]:
-        values["appearances"] = FORMAT_DEFAULTS["prw"]["appearances"]
     values.update({k: v for k, v in overrides.items() if v is not None})
-    for key in (
-        "image_size",
-        "person_height",
-        "people_per_image",
-        "appearances",
-        "props_per_image",
-        "gallery_sizes",
-    ):
-        values[key] = tuple(values[key]) if key in values else getattr(SynthConfig, key)
+    for key in TUPLE_FIELDS & set(values):
+        try:
+            values[key] = tuple(values[key])
+        except TypeError:
+            raise PsearchError(
+                f"synth config: {key} must be a sequence, got {values[key]!r}"
+            ) from None
     config = SynthConfig(**values)
     config.validate()
     if fmt == "prw" and config.n_cameras > 9:
@@ -349,7 +351,7 @@ def _place(
     horizon = camera.horizon * h
     low, high = config.person_height
     for _ in range(10):
-        foot_y = rng.uniform(horizon + 0.08 * (h - horizon), h)
+        foot_y = horizon + (0.03 + 0.97 * rng.random() ** 1.4) * (h - horizon)  # more far away
         height = float(
             np.clip(camera.person_height(foot_y, h, config.person_height) * ident.height, low, high)
         )
@@ -383,13 +385,15 @@ def _paste(image: np.ndarray, rgb: np.ndarray, alpha: np.ndarray, left: int, top
     region[:] = (src * a + region * (1 - a) + 0.5).astype(np.uint8)
 
 
-def render_image(job: _RenderJob) -> tuple[np.ndarray, np.ndarray]:
-    """Render one image and write it to ``job.path``.
+MIN_VISIBLE_LABELED = 0.35
+"""A labeled person must keep this fraction of its in-image pixels unoccluded (else re-draw)."""
+MIN_VISIBLE_UNLABELED = 0.2
+"""An unlabeled person less visible than this is left unannotated, as annotators do."""
+MAX_ATTEMPTS = 6
 
-    Returns its people's boxes, unclipped float32 [N, 4] (x1, y1, x2, y2), and pids int64 [N].
-    """
-    plan, config = job.plan, job.config
-    rng = np.random.default_rng([job.seed, 2, plan.index])
+
+def _compose(plan: _ImagePlan, config: SynthConfig, rng: np.random.Generator):
+    """Draw the scene; the image, boxes [N, 4], pids [N] and visible fraction [N] of its people."""
     w, h = config.image_size
     camera = plan.camera
     image = camera_background(camera, config.image_size).copy()
@@ -397,7 +401,7 @@ def render_image(job: _RenderJob) -> tuple[np.ndarray, np.ndarray]:
     people += [None] * max(0, plan.n_people - len(plan.labeled))
     people = [people[i] for i in rng.permutation(len(people))]
 
-    layers = []  # (depth = base row, kind, payload)
+    layers = []  # (depth = row of the feet or base, kind 0 prop / 1 person, index, payload)
     occupied: list[np.ndarray] = []
     for slot, ident in enumerate(people):
         ident = ident if ident is not None else random_identity(rng, UNLABELED_PID)
@@ -405,58 +409,75 @@ def render_image(job: _RenderJob) -> tuple[np.ndarray, np.ndarray]:
         rgb, alpha = render_person(ident, VIEWS[rng.integers(4)], height, rng)
         left, top = int(round(foot_x - alpha.shape[1] / 2)), int(round(foot_y - alpha.shape[0]))
         layers.append((foot_y, 1, slot, (ident.pid, rgb, alpha, left, top)))
-    for k in range(int(rng.integers(config.props_per_image[0], config.props_per_image[1] + 1))):
+    low, high = config.props_per_image
+    for k in range(int(rng.integers(low, high + 1))):
         base_y = rng.uniform(camera.horizon * h, h * 1.05)
         scale = float(camera.person_height(base_y, h, config.person_height))
-        layers.append(
-            (
-                base_y,
-                0,
-                k,
-                (
-                    random_prop(rng),
-                    rng.uniform(-0.05, 1.05) * w,
-                    base_y,
-                    scale,
-                    np.random.default_rng(rng.integers(2**63)),
-                ),
-            )
-        )
+        x = rng.uniform(-0.05, 1.05) * w
+        prop_rng = np.random.default_rng(rng.integers(2**63))
+        layers.append((base_y, 0, k, (random_prop(rng), x, scale, prop_rng)))
 
-    boxes, pids = [], []
-    for _, kind, _, payload in sorted(layers, key=lambda layer: layer[:3]):
+    owner = np.full((h, w), -1, np.int16)  # which person each pixel shows, -1 for none
+    boxes, pids, areas = [], [], []
+    for depth, kind, index, payload in sorted(layers, key=lambda layer: layer[:3]):
         if kind == 0:
-            draw, x, base_y, scale, prop_rng = payload
-            draw(image, x, base_y, scale, prop_rng)
+            draw, x, scale, prop_rng = payload
+            # props draw straight onto the image: find the pixels they covered by difference
+            half, up = PROP_EXTENT[0] * scale, PROP_EXTENT[1] * scale
+            x0, y0 = max(0, int(x - half)), max(0, int(depth - up))
+            x1, y1 = min(w, int(x + half) + 1), min(h, int(depth + 2))
+            before = image[y0:y1, x0:x1].copy()
+            draw(image, x, depth, scale, prop_rng)
+            diff = cv2.absdiff(image[y0:y1, x0:x1], before)
+            owner[y0:y1, x0:x1][(diff[..., 0] | diff[..., 1] | diff[..., 2]) > 0] = -1
             continue
         pid, rgb, alpha, left, top = payload
-        ys, xs = np.nonzero(alpha > ALPHA_THRESHOLD)
-        shadow = (left + alpha.shape[1] // 2, top + alpha.shape[0] - 1)
-        cv2.ellipse(
-            image,
-            shadow,
-            (max(2, int(0.4 * alpha.shape[1])), max(1, alpha.shape[0] // 30)),
-            0,
-            0,
-            360,
-            (40, 40, 40),
-            -1,
-            cv2.LINE_AA,
-        )
+        solid = alpha > ALPHA_THRESHOLD
+        ys, xs = np.nonzero(solid)
+        shadow_axes = (max(2, int(0.4 * alpha.shape[1])), max(1, alpha.shape[0] // 30))
+        shadow_centre = (left + alpha.shape[1] // 2, top + alpha.shape[0] - 1)
+        cv2.ellipse(image, shadow_centre, shadow_axes, 0, 0, 360, (40, 40, 40), -1, cv2.LINE_AA)
         _paste(image, rgb, alpha, left, top)
-        boxes.append([left + xs.min(), top + ys.min(), left + xs.max() + 1, top + ys.max() + 1])
+        ys, xs = ys + top, xs + left
+        inside = (xs >= 0) & (xs < w) & (ys >= 0) & (ys < h)
+        owner[ys[inside], xs[inside]] = index
+        boxes.append([xs.min(), ys.min(), xs.max() + 1, ys.max() + 1])
         pids.append(pid)
-    image = apply_camera(image, camera, rng)
-    ok, data = cv2.imencode(
-        ".jpg",
-        cv2.cvtColor(image, cv2.COLOR_RGB2BGR),
-        [cv2.IMWRITE_JPEG_QUALITY, config.jpeg_quality],
+        areas.append(max(1, int(inside.sum())))
+    order = [layer[2] for layer in sorted(layers, key=lambda layer: layer[:3]) if layer[1] == 1]
+    counts = np.bincount(owner[owner >= 0].ravel(), minlength=len(people))
+    visible = counts[order] / np.asarray(areas, float)
+    return (
+        image,
+        np.asarray(boxes, np.float32).reshape(-1, 4),
+        np.asarray(pids, np.int64),
+        visible,
     )
+
+
+def render_image(job: _RenderJob) -> tuple[np.ndarray, np.ndarray]:
+    """Render one image and write it to ``job.path``.
+
+    Returns its annotated people's boxes, unclipped float32 [N, 4] (x1, y1, x2, y2), and pids
+    int64 [N]. The scene is re-drawn (new sub-seed) while a labeled person is mostly hidden.
+    """
+    plan, config = job.plan, job.config
+    for attempt in range(MAX_ATTEMPTS):
+        rng = np.random.default_rng([job.seed, 2, plan.index, attempt])
+        image, boxes, pids, visible = _compose(plan, config, rng)
+        labeled = pids != UNLABELED_PID
+        keep = labeled | (visible >= MIN_VISIBLE_UNLABELED)
+        if keep.any() and (visible[labeled] >= MIN_VISIBLE_LABELED).all():
+            break
+    boxes, pids = boxes[keep], pids[keep]
+    image = apply_camera(image, plan.camera, rng)
+    bgr = cv2.cvtColor(image, cv2.COLOR_RGB2BGR)
+    ok, data = cv2.imencode(".jpg", bgr, [cv2.IMWRITE_JPEG_QUALITY, config.jpeg_quality])
     if not ok:
         raise PsearchError(f"{job.path}: cannot encode image")
     with atomic_path(job.path) as tmp:
         tmp.write_bytes(data.tobytes())
-    return np.asarray(boxes, np.float32).reshape(-1, 4), np.asarray(pids, np.int64)
+    return boxes, pids
 
 
 def _worker_init() -> None:
