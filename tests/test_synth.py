@@ -18,7 +18,16 @@ from psearch.data.synth.people import NON_COLOUR_ATTRIBUTES, TWO_COLOUR_PATTERNS
 from psearch.data.synth.world import make_identities, plan_world
 from psearch.errors import PsearchError
 
-COLOUR_ATTRIBUTES = ("upper", "upper2", "lower", "shoes", "skin", "hair", "hat_colour", "bag_colour")
+COLOUR_ATTRIBUTES = (
+    "upper",
+    "upper2",
+    "lower",
+    "shoes",
+    "skin",
+    "hair",
+    "hat_colour",
+    "bag_colour",
+)
 
 
 def _records(root: Path, fmt: str):
