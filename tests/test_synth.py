@@ -127,6 +127,14 @@ def test_people_are_occluded_cut_by_the_border_and_vary_in_size(cuhk_world):
     assert np.percentile(heights, 98) >= 2.5 * np.percentile(heights, 2)
 
 
+@pytest.mark.parametrize("fmt", ["cuhk", "prw"])
+def test_loaded_boxes_lie_inside_their_images(fmt, cuhk_world, prw_world):
+    _, records = _records(cuhk_world if fmt == "cuhk" else prw_world, fmt)
+    boxes = np.concatenate([r.boxes for r in records])
+    assert (boxes[:, :2] >= 0).all() and (boxes[:, 2] <= 256).all() and (boxes[:, 3] <= 192).all()
+    assert (boxes[:, 2:] - boxes[:, :2] >= 4).all()
+
+
 def test_near_duplicate_pairs_share_colours_and_differ_in_details():
     config = make_config("cuhk", "ci")
     train, test = make_identities(config, np.random.default_rng(0))

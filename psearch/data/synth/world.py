@@ -501,17 +501,30 @@ def _render_all(
 # the world
 
 
-def _clip_boxes(boxes: np.ndarray, fmt: str, size: tuple[int, int]) -> np.ndarray:
-    """CUHK: clipped to the image. PRW: right/bottom clipped, left/top kept (may be negative,
-    as in the real annotations), widened by half a pixel on every side (float coordinates)."""
+BORDER_DRAG = np.array([0.5, 1.0, 1.5, 2.0], np.float32)
+"""How far (px) PRW boxes of people cut by the left/top border reach past it."""
+
+
+def _annotated_boxes(
+    boxes: np.ndarray, fmt: str, size: tuple[int, int], rng: np.random.Generator
+) -> np.ndarray:
+    """The boxes as the dataset files state them: float32 [N, 4] (x1, y1, x2, y2).
+
+    CUHK-SYSU: the person's full extent clipped to the image (whole pixels). PRW: the same,
+    half a pixel wider on each side inside the image (float coordinates), and for people cut by
+    the left or top border, the box dragged 0.5-2 px past it (negative coordinates, as in the
+    real files) keeping its width, so that clipping x and y to 0, as the reference code does,
+    gives back the visible box.
+    """
     w, h = size
-    b = boxes.copy()
-    b[:, [2, 3]] = np.minimum(b[:, [2, 3]], [w, h])
-    if fmt == "cuhk":
-        b[:, [0, 1]] = np.maximum(b[:, [0, 1]], 0)
-    else:
-        b += np.array([-0.5, -0.5, 0.5, 0.5], np.float32)
-        b[:, [2, 3]] = np.minimum(b[:, [2, 3]], [w, h])
+    limits = np.array([w, h], np.float32)
+    cut = boxes[:, :2] < 0
+    b = np.concatenate([np.maximum(boxes[:, :2], 0), np.minimum(boxes[:, 2:], limits)], axis=1)
+    if fmt == "prw":
+        b[:, :2] = np.maximum(b[:, :2] - 0.5, 0)
+        b[:, 2:] = np.minimum(b[:, 2:] + 0.5, limits)
+        drag = rng.choice(BORDER_DRAG, size=cut.shape) * cut
+        b -= np.concatenate([drag, drag], axis=1)
     return b
 
 
@@ -524,13 +537,10 @@ def build_world(
     jobs = [_RenderJob(p, folder / p.name, seed, config) for p in plans]
     train, gallery = [], []
     for plan, (boxes, pids) in zip(plans, _render_all(jobs, config.workers, progress), strict=True):
+        rng = np.random.default_rng([seed, 4, plan.index])
+        annotated = _annotated_boxes(boxes, fmt, config.image_size, rng)
         record = ImageRecord(
-            plan.name,
-            folder / plan.name,
-            _clip_boxes(boxes, fmt, config.image_size),
-            pids,
-            camera=plan.camera.index,
-            split=plan.split,
+            plan.name, folder / plan.name, annotated, pids, plan.camera.index, plan.split
         )
         (train if plan.split == "train" else gallery).append(record)
     queries = []
