@@ -17,10 +17,12 @@ from psearch.errors import PsearchError
 from psearch.evaluation import (
     SearchResults,
     average_precision,
+    box_iou,
     evaluate,
     evaluate_detection,
     evaluate_search,
     format_report,
+    paired_box_iou,
     query_galleries,
     search_iou_threshold,
 )
@@ -256,3 +258,12 @@ def test_evaluate_runs_the_standard_set_and_formats_percentages(prw_like, prw_de
     table = format_report(report)
     ap7 = (0.5 * 1 / 3 + 0.5 * 2 / 4) * 2 / 3
     assert f"| all-cameras | {100 * ap7 / 2:.1f} | 0.0 | 50.0 | 50.0 | 2 (1 skipped) |" in table
+
+
+def test_paired_iou_is_the_diagonal_of_the_iou_matrix():
+    rng = np.random.default_rng(3)
+    xy = rng.uniform(0, 50, (2, 20, 2))
+    a, b = (np.concatenate([p, p + rng.uniform(1, 40, p.shape)], axis=1) for p in xy)
+    np.testing.assert_allclose(paired_box_iou(a, b), np.diag(box_iou(a, b)), atol=1e-12)
+    # no "+1" pixel convention: a 10x10 box and its left half overlap by exactly 1/2
+    assert paired_box_iou([[0, 0, 10, 10]], [[0, 0, 5, 10]])[0] == 0.5

@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from psearch.data import load_dataset
 from psearch.data.annotations import UNLABELED_PID, ImageRecord, PersonSearchDataset, QueryRecord
 from psearch.evaluation import SearchResults, evaluate_detection, search_scores
 
@@ -266,6 +267,40 @@ def test_detection_agrees_with_reference_on_random_worlds(labeled_only):
     for _ in range(10):
         dataset = random_world(rng, cuhk=False)
         dets = random_detections(rng, dataset, discrete=True)
+        got = evaluate_detection(dataset, dets, labeled_only=labeled_only)
+        ap, recall = reference_detection(dataset, dets, labeled_only=labeled_only)
+        assert got["recall"] == pytest.approx(recall, abs=1e-9)
+        assert got["ap"] == pytest.approx(ap, abs=1e-6)
+
+
+# --- the generated worlds -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("discrete", [True, False], ids=["tied-features", "continuous-features"])
+def test_search_agrees_with_reference_on_the_cuhk_world(cuhk_world, discrete):
+    dataset = load_dataset(cuhk_world, "cuhk")
+    rng = np.random.default_rng(31 + discrete)
+    dets = random_detections(rng, dataset, discrete)
+    query_feats = random_features(rng, len(dataset.queries), discrete)
+    for gallery_size in sorted(dataset.cuhk_protocols):
+        assert_search_agrees(dataset, dets, query_feats, gallery_size=gallery_size)
+
+
+@pytest.mark.parametrize("discrete", [True, False], ids=["tied-features", "continuous-features"])
+def test_search_agrees_with_reference_on_the_prw_world(prw_world, discrete):
+    dataset = load_dataset(prw_world, "prw")
+    rng = np.random.default_rng(41 + discrete)
+    dets = random_detections(rng, dataset, discrete)
+    query_feats = random_features(rng, len(dataset.queries), discrete)
+    for cross_camera in (False, True):
+        assert_search_agrees(dataset, dets, query_feats, cross_camera=cross_camera)
+
+
+@pytest.mark.parametrize("world, fmt", [("cuhk_world", "cuhk"), ("prw_world", "prw")])
+def test_detection_agrees_with_reference_on_the_worlds(world, fmt, request):
+    dataset = load_dataset(request.getfixturevalue(world), fmt)
+    dets = random_detections(np.random.default_rng(51), dataset, discrete=True)
+    for labeled_only in (False, True):
         got = evaluate_detection(dataset, dets, labeled_only=labeled_only)
         ap, recall = reference_detection(dataset, dets, labeled_only=labeled_only)
         assert got["recall"] == pytest.approx(recall, abs=1e-9)

@@ -7,7 +7,12 @@
 """
 
 from psearch.evaluation.detection import evaluate_detection, match_detections
-from psearch.evaluation.metrics import average_precision, box_iou, search_iou_threshold
+from psearch.evaluation.metrics import (
+    average_precision,
+    box_iou,
+    paired_box_iou,
+    search_iou_threshold,
+)
 from psearch.evaluation.protocols import QueryGallery, iter_query_galleries, query_galleries
 from psearch.evaluation.report import format_report, write_report_json
 from psearch.evaluation.results import SearchResults, load_results, save_results
@@ -26,6 +31,7 @@ __all__ = [
     "iter_query_galleries",
     "load_results",
     "match_detections",
+    "paired_box_iou",
     "query_galleries",
     "save_results",
     "search_iou_threshold",

@@ -20,14 +20,27 @@ def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return _torch_box_iou(a64, b64).numpy()
 
 
-def search_iou_threshold(gt_box: np.ndarray) -> float:
-    """IoU a detection needs to match ``gt_box`` [4] in the search protocol.
+def paired_box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """IoU of box ``a[i]`` with box ``b[i]``: float64 [N] for a, b [N, 4] (x1, y1, x2, y2).
+
+    The element-wise counterpart of ``box_iou`` (torchvision offers only the [N, M] matrix).
+    """
+    a = np.asarray(a, dtype=np.float64).reshape(-1, 4)
+    b = np.asarray(b, dtype=np.float64).reshape(-1, 4)
+    wh = np.minimum(a[:, 2:], b[:, 2:]) - np.maximum(a[:, :2], b[:, :2])
+    inter = np.prod(np.clip(wh, 0, None), axis=1)
+    union = np.prod(a[:, 2:] - a[:, :2], axis=1) + np.prod(b[:, 2:] - b[:, :2], axis=1) - inter
+    return inter / union
+
+
+def search_iou_threshold(gt_boxes: np.ndarray) -> np.ndarray:
+    """IoU a detection needs to match a ground truth in the search protocol: [...] for [..., 4].
 
     ``min(0.5, w*h / ((w+10)*(h+10)))``: small people get a looser threshold.
     """
-    w = float(gt_box[2]) - float(gt_box[0])
-    h = float(gt_box[3]) - float(gt_box[1])
-    return min(0.5, w * h / ((w + SMALL_BOX_MARGIN) * (h + SMALL_BOX_MARGIN)))
+    gt = np.asarray(gt_boxes, dtype=np.float64)
+    w, h = gt[..., 2] - gt[..., 0], gt[..., 3] - gt[..., 1]
+    return np.minimum(0.5, w * h / ((w + SMALL_BOX_MARGIN) * (h + SMALL_BOX_MARGIN)))
 
 
 def average_precision(labels: np.ndarray, scores: np.ndarray) -> float:

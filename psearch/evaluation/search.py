@@ -27,7 +27,11 @@ from tqdm import tqdm
 
 from psearch.data.annotations import PersonSearchDataset
 from psearch.errors import PsearchError
-from psearch.evaluation.metrics import average_precision_sorted, box_iou, search_iou_threshold
+from psearch.evaluation.metrics import (
+    average_precision_sorted,
+    paired_box_iou,
+    search_iou_threshold,
+)
 from psearch.evaluation.protocols import QueryGallery, iter_query_galleries
 from psearch.evaluation.results import (
     GalleryDetections,
@@ -131,19 +135,25 @@ def _score_query(
     seg_start = np.cumsum(counts) - counts
     rows = np.repeat(dets.start[gallery.images] - seg_start, counts) + np.arange(counts.sum())
     sims = sim_all[rows]
+    # Which detections of the images holding the person overlap it enough, in one pass.
+    pos_counts = counts[gallery.positives]
+    pos_rows = np.repeat(
+        seg_start[gallery.positives] - (np.cumsum(pos_counts) - pos_counts), pos_counts
+    )
+    pos_rows += np.arange(pos_counts.sum())
+    overlaps = np.zeros(len(rows), dtype=bool)
+    overlaps[pos_rows] = paired_box_iou(
+        dets.boxes[rows[pos_rows]], np.repeat(gallery.gt_boxes, pos_counts, axis=0)
+    ) >= np.repeat(search_iou_threshold(gallery.gt_boxes), pos_counts)
     labels = np.zeros(len(rows), dtype=bool)
     count_tp = 0
-    for pos, gt in zip(gallery.positives.tolist(), gallery.gt_boxes, strict=True):
+    for pos in gallery.positives[pos_counts > 0].tolist():
         seg = slice(seg_start[pos], seg_start[pos] + counts[pos])
-        if counts[pos] == 0:
-            continue
+        # The reference reorders the image's detections by similarity, ties as np.argsort has them.
         by_sim = np.argsort(sims[seg])[::-1]
-        sims[seg], rows[seg] = sims[seg][by_sim], rows[seg][by_sim]
-        matched = np.flatnonzero(
-            box_iou(dets.boxes[rows[seg]], gt)[:, 0] >= search_iou_threshold(gt)
-        )
-        if matched.size:
-            labels[seg.start + matched[0]] = True
+        sims[seg], overlaps[seg] = sims[seg][by_sim], overlaps[seg][by_sim]
+        if overlaps[seg].any():
+            labels[seg.start + np.argmax(overlaps[seg])] = True
             count_tp += 1
     order = np.argsort(sims)[::-1]
     ranked = labels[order]
