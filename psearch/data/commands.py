@@ -270,6 +270,7 @@ def convert_command(
             write_cuhk(dataclasses.replace(dataset, cuhk_protocols=kept), out, images=images)
         else:
             built = fitting_gallery_sizes(dataset, sizes or DEFAULT_GALLERY_SIZES)
+            click.echo(f"building galleries of {', '.join(map(str, built))} test images", err=True)
             write_cuhk(dataset, out, images=images, gallery_sizes=built, seed=seed)
     notes: list[str] = []
     written = load_dataset(out, to, notes)

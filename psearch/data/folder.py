@@ -32,7 +32,8 @@ A query must name a test image and an identity >= 0; its camera is its image's c
 x1..pid empty. Rows of one file must agree on split and camera; images keep the order of their
 first row. Explicit queries then go in ``queries.csv`` with header ``image,x1,y1,x2,y2,pid``.
 
-Derived queries. When no queries are given (no "queries" key, no queries.csv), then for each
+Derived queries. An explicit "queries" list (even an empty one) or queries.csv is used as it is.
+When no queries are given (no "queries" key, no queries.csv), then for each
 identity that appears in at least two test images, in increasing pid order, the query is its
 first box in the first test image (in file order) that contains it. Identities seen in one test
 image only have nothing to find and get no query.
