@@ -25,6 +25,7 @@ from psearch.evaluation import (
     paired_box_iou,
     query_galleries,
     search_iou_threshold,
+    search_protocols,
 )
 
 U = UNLABELED_PID
@@ -267,3 +268,17 @@ def test_paired_iou_is_the_diagonal_of_the_iou_matrix():
     np.testing.assert_allclose(paired_box_iou(a, b), np.diag(box_iou(a, b)), atol=1e-12)
     # no "+1" pixel convention: a 10x10 box and its left half overlap by exactly 1/2
     assert paired_box_iou([[0, 0, 10, 10]], [[0, 0, 5, 10]])[0] == 0.5
+
+
+def test_standard_protocols_check_gallery_sizes_up_front(prw_like):
+    dataset = cuhk_dataset()
+    assert list(search_protocols(dataset)) == ["gallery-50"]  # of 50 and 100, what it has
+    assert list(search_protocols(dataset, [2, 3], full_set=True)) == [
+        "gallery-2",
+        "gallery-3",
+        "full-set",
+    ]
+    with pytest.raises(PsearchError, match="no TestG100 protocol"):
+        search_protocols(dataset, [2, 100])
+    with pytest.raises(PsearchError, match="CUHK-SYSU only"):
+        search_protocols(prw_like, [100])

@@ -32,7 +32,7 @@ from psearch.evaluation.metrics import (
     paired_box_iou,
     search_iou_threshold,
 )
-from psearch.evaluation.protocols import QueryGallery, iter_query_galleries
+from psearch.evaluation.protocols import QueryGallery, is_cuhk, iter_query_galleries
 from psearch.evaluation.results import (
     GalleryDetections,
     SearchResults,
@@ -110,7 +110,10 @@ def search_scores(
     hits = np.zeros((n_queries, len(topk)), dtype=bool)
     valid = np.zeros(n_queries, dtype=bool)
     galleries = iter_query_galleries(dataset, gallery_size, cross_camera)
-    desc = "search " + ("cross-camera" if cross_camera else f"gallery {gallery_size or 'full'}")
+    if is_cuhk(dataset):
+        desc = f"search gallery {gallery_size or 'full set'}"
+    else:
+        desc = "search " + ("cross-camera" if cross_camera else "all cameras")
     for q, gallery in enumerate(
         tqdm(galleries, total=n_queries, desc=desc, unit="query", disable=not progress)
     ):

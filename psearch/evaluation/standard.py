@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from psearch.data.annotations import PersonSearchDataset
 from psearch.errors import PsearchError
 from psearch.evaluation.detection import evaluate_detection
-from psearch.evaluation.protocols import is_cuhk
+from psearch.evaluation.protocols import FULL_SET_BASE, is_cuhk
 from psearch.evaluation.results import SearchResults
 from psearch.evaluation.search import DET_THRESH, evaluate_search
 
@@ -23,8 +23,9 @@ def search_protocols(
     """Name -> ``evaluate_search`` keyword arguments of every search protocol to report.
 
     CUHK-SYSU: ``gallery-N`` for each of ``gallery_sizes`` (default: 50 and 100, those the dataset
-    has) and ``full-set`` if asked. Other datasets: ``all-cameras``, and ``cross-camera`` when the
-    test images come from more than one camera.
+    has) and ``full-set`` if asked; a size the dataset lacks raises ``PsearchError`` up front.
+    Other datasets: ``all-cameras``, and ``cross-camera`` when the test images come from more
+    than one camera.
     """
     if not is_cuhk(dataset):
         if gallery_sizes or full_set:
@@ -41,6 +42,12 @@ def search_protocols(
         if gallery_sizes
         else [s for s in CUHK_GALLERY_SIZES if s in available] or available
     )
+    missing = sorted({*sizes, *([FULL_SET_BASE] if full_set else [])} - set(available))
+    if missing:
+        raise PsearchError(
+            f"{dataset.root}: no TestG{missing[0]} protocol (available gallery sizes: "
+            f"{', '.join(map(str, available))}; the full set needs TestG{FULL_SET_BASE})"
+        )
     protocols = {f"gallery-{size}": {"gallery_size": size} for size in sizes}
     if full_set:
         protocols["full-set"] = {"gallery_size": None}
