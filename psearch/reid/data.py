@@ -229,8 +229,9 @@ class IdentityBalancedSampler(Sampler[list[int]]):
 
     Each epoch every identity's crops are shuffled and cut into groups of ``k`` (the last group
     filled up by drawing again from that identity, as is an identity with fewer than ``k``
-    crops); a batch takes one group from each of ``p`` distinct identities, drawn at random among
-    those with groups left, until fewer than ``p`` identities have groups left.
+    crops); a batch takes one group from each of ``p`` distinct identities, drawn at random
+    among those with groups left (weighted by how many they have left), until fewer than ``p``
+    identities have groups left. ``len()`` is the most batches an epoch can have.
     """
 
     def __init__(self, labels: np.ndarray, p: int, k: int, unlabeled: int = 0,
@@ -261,7 +262,8 @@ class IdentityBalancedSampler(Sampler[list[int]]):
             left = np.flatnonzero([len(g) > 0 for g in groups])
             if len(left) < self.p:
                 return
-            chosen = rng.choice(left, self.p, replace=False)
+            sizes = np.array([len(groups[c]) for c in left], float)
+            chosen = rng.choice(left, self.p, replace=False, p=sizes / sizes.sum())
             batch = np.concatenate([groups[c].pop() for c in chosen])
             if self.unlabeled:
                 batch = np.concatenate([batch, rng.choice(self.unlabeled_rows, self.unlabeled)])

@@ -50,8 +50,13 @@ def embed_boxes_of_images(embedder: Embedder, paths: list, boxes: list[np.ndarra
 def evaluate_gt_boxes(embedder: Embedder, dataset: PersonSearchDataset, progress: bool = False,
                       **protocol: Any) -> dict[str, float]:
     """mAP and top-k (fractions) of ``embedder`` on ``dataset``'s test split with ground-truth
-    boxes as detections; ``protocol`` options go to ``psearch.evaluation.evaluate_search``."""
-    from psearch.evaluation import evaluate_search
+    boxes as detections: ``{"protocol", "mAP", "top1", "top5", "top10", "queries", ...}``.
+
+    ``protocol``: ``psearch.evaluation.evaluate_search`` options (default: the headline protocol,
+    CUHK-SYSU gallery 100, or the largest it has, or every test image for PRW/folder datasets).
+    """
+    from psearch.evaluation import evaluate_search, search_protocols
+    from psearch.evaluation.protocols import is_cuhk
 
     gallery = dataset.gallery
     feats = embed_boxes_of_images(embedder, [r.path for r in gallery], [r.boxes for r in gallery],
@@ -63,4 +68,9 @@ def evaluate_gt_boxes(embedder: Embedder, dataset: PersonSearchDataset, progress
         embedder, [dataset.image(q.image).path for q in queries], [q.box[None] for q in queries],
         progress, "eval queries")
     query_feats = np.concatenate(query_feats) if query_feats else None
-    return evaluate_search(dataset, detections, query_feats, **protocol)
+    if not protocol:  # the headline protocol: CUHK-SYSU's largest standard gallery, else all
+        protocols = search_protocols(dataset)
+        name = list(protocols)[-1] if is_cuhk(dataset) else next(iter(protocols))
+        protocol = {"protocol": name, **protocols[name]}
+    name = protocol.pop("protocol", "custom")
+    return {"protocol": name, **evaluate_search(dataset, detections, query_feats, **protocol)}

@@ -204,5 +204,6 @@ def format_record(record: dict[str, Any]) -> str:
     """One log line for an epoch record."""
     line = f"epoch {record['epoch']}: loss {record['loss']:.4f} ({record['seconds']}s)"
     if "eval" in record:
-        line += "; test, gt boxes: " + ", ".join(f"{k} {v:.2%}" for k, v in record["eval"].items())
+        ev = record["eval"]
+        line += f"; test ({ev['protocol']}, gt boxes): mAP {ev['mAP']:.2%}, top-1 {ev['top1']:.2%}"
     return line
