@@ -70,9 +70,9 @@ def make_cameras(n: int, seed: int) -> list[Camera]:
             Camera(
                 index=index,
                 seed=int(rng.integers(2**31)),
-                gain=float(rng.uniform(0.7, 1.25)),
-                cast=tuple(float(v) for v in rng.uniform(0.82, 1.18, 3)),
-                gamma=float(rng.uniform(0.8, 1.25)),
+                gain=float(rng.uniform(0.85, 1.12)),
+                cast=tuple(float(v) for v in rng.uniform(0.91, 1.09, 3)),
+                gamma=float(rng.uniform(0.9, 1.12)),
                 blur=float(rng.choice([0.0, 0.5, 0.8, 1.2])),
                 noise=float(rng.uniform(1.5, 7.0)),
                 horizon=float(rng.uniform(0.22, 0.45)),
