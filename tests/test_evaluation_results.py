@@ -87,6 +87,23 @@ def test_load_rejects_missing_and_garbage_files(tmp_path):
         load_results(tmp_path / "junk.npz")
 
 
+@pytest.mark.parametrize(
+    "detections, message",
+    [
+        ({"a.jpg": ([[0, 0, 1, 1]],)}, "expected \\(boxes, scores\\[, features\\]\\)"),
+        ({"a.jpg": ([[0, 0, 1, 1]], [0.9, 0.8])}, "boxes of shape \\(1, 4\\) for 2 scores"),
+        ({"a.jpg": ([[0, 0, 1, 1]], [0.9], unit(2))}, "features of shape \\(2, 4\\) for 1 scores"),
+        (
+            {"a.jpg": ([[0, 0, 1, 1]], [0.9], unit(1)), "b.jpg": ([[0, 0, 1, 1]], [0.9])},
+            "some images have features and others do not",
+        ),
+    ],
+)
+def test_per_image_detections_are_checked_per_image(detections, message):
+    with pytest.raises(PsearchError, match=message):
+        SearchResults.from_per_image(detections, unit(1))
+
+
 # --- the command ------------------------------------------------------------------------------
 
 

@@ -72,29 +72,19 @@ class SearchResults:
         Give features for every image (and ``query_features`` [Q, D]) or for none.
         """
         names = list(detections)
-        parts = [tuple(detections[name]) for name in names]
-        counts = [len(np.asarray(p[1]).reshape(-1)) for p in parts]
-        with_feats = {len(p) == 3 for p in parts}
-        if len(with_feats) > 1:
+        per_image = [_image_arrays(name, detections[name]) for name in names]
+        if len({feats is None for _, _, feats in per_image}) > 1:
             raise PsearchError("detections: some images have features and others do not")
         features = None
-        if with_feats == {True}:
-            with_dets = [np.asarray(p[2]) for p, n in zip(parts, counts, strict=True) if n]
+        if per_image and per_image[0][2] is not None:
+            with_dets = [feats for _, scores, feats in per_image if len(scores)]
             dim = _feature_dim(with_dets, query_features)
-            features = np.concatenate(
-                [f.reshape(len(f), -1) for f in with_dets] or [np.zeros((0, dim))]
-            )
+            features = np.concatenate(with_dets or [np.zeros((0, dim), np.float32)])
         results = cls(
             image_names=np.asarray(names, dtype=str),
-            det_image=np.repeat(np.arange(len(names), dtype=np.int64), counts),
-            boxes=np.concatenate(
-                [np.asarray(p[0], np.float32).reshape(-1, 4) for p in parts]
-                or [np.zeros((0, 4), np.float32)]
-            ),
-            scores=np.concatenate(
-                [np.asarray(p[1], np.float32).reshape(-1) for p in parts]
-                or [np.zeros(0, np.float32)]
-            ),
+            det_image=np.repeat(np.arange(len(names)), [len(s) for _, s, _ in per_image]),
+            boxes=np.concatenate([b for b, _, _ in per_image] or [np.zeros((0, 4), np.float32)]),
+            scores=np.concatenate([s for _, s, _ in per_image] or [np.zeros(0, np.float32)]),
             features=features,
             query_features=query_features,
         )
@@ -253,9 +243,29 @@ def _check_rows(source: str, name: str, arr: np.ndarray, trailing: tuple[int, ..
     return arr.shape[0]
 
 
+def _image_arrays(
+    name: str, value: tuple[np.ndarray, ...]
+) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """One image's (boxes [n, 4], scores [n], features [n, D] or None) from a mapping value."""
+    value = tuple(value)
+    where = f"detections[{name!r}]"
+    if len(value) not in (2, 3):
+        raise PsearchError(f"{where}: expected (boxes, scores[, features]), got {len(value)} items")
+    scores = np.asarray(value[1], dtype=np.float32).reshape(-1)
+    boxes = np.asarray(value[0], dtype=np.float32)
+    if boxes.size != 4 * len(scores):
+        raise PsearchError(f"{where}: boxes of shape {boxes.shape} for {len(scores)} scores")
+    if len(value) == 2:
+        return boxes.reshape(-1, 4), scores, None
+    feats = np.asarray(value[2])
+    if len(scores) and (feats.ndim != 2 or len(feats) != len(scores)):
+        raise PsearchError(f"{where}: features of shape {feats.shape} for {len(scores)} scores")
+    return boxes.reshape(-1, 4), scores, feats
+
+
 def _feature_dim(features: list[np.ndarray], query_features: np.ndarray | None) -> int:
-    """The one feature dimension of per-image ``features`` [n_i, D] (or of the queries if none)."""
-    dims = {f.reshape(len(f), -1).shape[1] for f in features}
+    """The one dimension D of per-image ``features`` [n_i, D] (or of the queries if none)."""
+    dims = {f.shape[1] for f in features}
     if query_features is not None:
         dims.add(np.asarray(query_features).shape[-1])
     if len(dims) > 1:
