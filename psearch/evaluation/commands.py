@@ -6,9 +6,9 @@ from pathlib import Path
 
 import click
 
+from psearch.evaluation.metrics import DET_THRESH
 from psearch.evaluation.report import format_report, write_report_json
 from psearch.evaluation.results import load_results
-from psearch.evaluation.search import DET_THRESH
 from psearch.evaluation.standard import evaluate
 
 MAX_LISTED_MISSING = 3

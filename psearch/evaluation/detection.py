@@ -19,10 +19,9 @@ from collections.abc import Mapping
 import numpy as np
 
 from psearch.data.annotations import UNLABELED_PID, PersonSearchDataset
-from psearch.evaluation.metrics import average_precision, box_iou
+from psearch.evaluation.metrics import DET_THRESH, average_precision, box_iou
 from psearch.evaluation.results import SearchResults, as_results, group_by_gallery
 
-DET_THRESH = 0.5
 IOU_THRESH = 0.5
 
 

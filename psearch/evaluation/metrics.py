@@ -6,6 +6,9 @@ import numpy as np
 import torch
 from torchvision.ops import box_iou as _torch_box_iou
 
+DET_THRESH = 0.5
+"""Detection score below which both protocols drop a detection."""
+
 SMALL_BOX_MARGIN = 10.0
 """Pixels added to a ground truth's width and height in the small-person IoU threshold."""
 

@@ -28,6 +28,7 @@ from tqdm import tqdm
 from psearch.data.annotations import PersonSearchDataset
 from psearch.errors import PsearchError
 from psearch.evaluation.metrics import (
+    DET_THRESH,
     average_precision_sorted,
     paired_box_iou,
     search_iou_threshold,
@@ -40,7 +41,6 @@ from psearch.evaluation.results import (
     group_by_gallery,
 )
 
-DET_THRESH = 0.5
 TOPK = (1, 5, 10)
 QUERY_CHUNK = 256
 """Queries whose similarities to all detections are computed in one matrix product."""

@@ -7,9 +7,10 @@ from collections.abc import Sequence
 from psearch.data.annotations import PersonSearchDataset
 from psearch.errors import PsearchError
 from psearch.evaluation.detection import evaluate_detection
+from psearch.evaluation.metrics import DET_THRESH
 from psearch.evaluation.protocols import FULL_SET_BASE, is_cuhk
 from psearch.evaluation.results import SearchResults
-from psearch.evaluation.search import DET_THRESH, evaluate_search
+from psearch.evaluation.search import evaluate_search
 
 CUHK_GALLERY_SIZES = (50, 100)
 """Gallery sizes reported by default on CUHK-SYSU (100 is the headline figure)."""
