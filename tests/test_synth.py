@@ -12,8 +12,8 @@ import scipy.io
 from click.testing import CliRunner
 
 from psearch.cli import cli
-from psearch.data import UNLABELED_PID, load_dataset
-from psearch.data.synth import generate_world, make_config
+from psearch.data import UNLABELED_PID, detect_format, load_dataset
+from psearch.data.synth import generate_world, make_config, world
 from psearch.data.synth.people import NON_COLOUR_ATTRIBUTES, TWO_COLOUR_PATTERNS
 from psearch.data.synth.world import make_identities, plan_world
 from psearch.errors import PsearchError
@@ -42,7 +42,8 @@ def _image_bytes(root: Path) -> dict[str, bytes]:
 # --- determinism ---------------------------------------------------------------------------
 
 
-def test_same_seed_same_world_whatever_the_number_of_workers(cuhk_world, tmp_path):
+def test_same_seed_same_world_whatever_the_number_of_workers(cuhk_world, tmp_path, monkeypatch):
+    monkeypatch.setattr(world, "IMAGES_PER_WORKER", 10)  # use the pool even for a tiny world
     again = tmp_path / "again"
     generate_world(again, "cuhk", seed=0, preset="tiny", workers=2)
     assert _image_bytes(again) == _image_bytes(cuhk_world)
@@ -158,6 +159,15 @@ def test_a_gallery_larger_than_the_test_split_is_a_clear_error(tmp_path):
     with pytest.raises(PsearchError, match="gallery size 100 needs at least 101 test images"):
         generate_world(tmp_path / "w", "cuhk", preset="tiny", gallery_sizes=(50, 100))
     assert not (tmp_path / "w" / "synth_summary.json").exists()
+
+
+def test_a_world_replaces_a_previous_world_in_the_same_folder(tmp_path):
+    small = dict(preset="tiny", n_images=24, n_identities=6, gallery_sizes=(5,))
+    generate_world(tmp_path, "prw", **small)
+    assert detect_format(tmp_path) == "prw"
+    summary = generate_world(tmp_path, "cuhk", **small)
+    assert summary["complete"] and detect_format(tmp_path) == "cuhk"
+    assert not (tmp_path / "frames").exists() and not (tmp_path / "frame_test.mat").exists()
 
 
 def test_bad_options_are_clear_errors(tmp_path):

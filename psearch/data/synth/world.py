@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import multiprocessing
 import os
+import shutil
 from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
@@ -252,12 +253,8 @@ def _assign(
     return placed
 
 
-def plan_world(
-    fmt: str, config: SynthConfig, seed: int
-) -> tuple[list[_ImagePlan], list[tuple[int, int]], list[Identity]]:
-    """Images with their labeled identities, the queries as (image index, pid), all identities."""
-    rng = np.random.default_rng([seed, 1])
-    cameras_all = make_cameras(config.n_cameras, seed)
+def count_test_images(fmt: str, config: SynthConfig) -> int:
+    """Images in the test split; ``PsearchError`` if the splits or CUHK galleries cannot fit."""
     n = config.n_images
     n_test = int(round(config.test_image_fraction * n))
     largest = max(config.gallery_sizes) if fmt == "cuhk" and config.gallery_sizes else 0
@@ -269,6 +266,16 @@ def plan_world(
         )
     if n_test < 2 or n - n_test < 2:
         raise PsearchError("synth config: too few images to have two per split")
+    return n_test
+
+
+def plan_world(
+    fmt: str, config: SynthConfig, seed: int
+) -> tuple[list[_ImagePlan], list[tuple[int, int]], list[Identity]]:
+    """Images with their labeled identities, the queries as (image index, pid), all identities."""
+    rng = np.random.default_rng([seed, 1])
+    cameras_all = make_cameras(config.n_cameras, seed)
+    n, n_test = config.n_images, count_test_images(fmt, config)
     # every camera films both splits
     cameras = (
         np.concatenate(
@@ -484,14 +491,19 @@ def _worker_init() -> None:
     cv2.setNumThreads(1)
 
 
+IMAGES_PER_WORKER = 100
+"""Fewer images than this per extra worker render in-process (starting workers costs seconds)."""
+
+
 def _render_all(
     jobs: list[_RenderJob], workers: int, progress: bool
 ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
     bar = dict(total=len(jobs), desc="rendering", unit="img", disable=not progress)
+    workers = min(workers, len(jobs) // IMAGES_PER_WORKER)
     if workers <= 1:
         yield from tqdm(map(render_image, jobs), **bar)
         return
-    # forkserver: safe when torch/OpenMP threads exist, and does not re-import __main__
+    # forkserver, not fork: safe when the caller has torch/OpenMP threads running
     context = multiprocessing.get_context("forkserver")
     with ProcessPoolExecutor(workers, mp_context=context, initializer=_worker_init) as pool:
         yield from tqdm(pool.map(render_image, jobs, chunksize=8), **bar)
@@ -582,6 +594,22 @@ def summarize(dataset: PersonSearchDataset) -> dict[str, dict[str, int]]:
     return summary
 
 
+WORLD_PATHS = (
+    "Image", "annotation", "frames", "annotations", "frame_train.mat", "frame_test.mat",
+    "ID_train.mat", "ID_test.mat", "query_info.txt",
+)  # fmt: skip
+"""Everything a world writes besides its summary (removed before a world is re-generated)."""
+
+
+def _remove_world(out: Path) -> None:
+    for name in WORLD_PATHS:
+        path = out / name
+        if path.is_dir():
+            shutil.rmtree(path)
+        elif path.exists():
+            path.unlink()
+
+
 def generate_world(
     out: str | os.PathLike,
     fmt: str,
@@ -594,31 +622,32 @@ def generate_world(
 
     ``overrides`` set ``SynthConfig`` fields (``n_images=``, ``n_identities=``,
     ``image_size=(w, h)``, ``gallery_sizes=(50, 100)``, ``workers=``...). ``out`` must be empty,
-    missing, or a previous synthetic world. Returns (and writes to ``out/synth_summary.json``)
-    ``{"format", "seed", "preset", "config", "train": counts, "test": counts}`` where counts
-    are images, boxes, labeled_boxes, unlabeled_boxes, identities, queries.
+    missing, or a previous synthetic world (which is replaced). Returns (and writes to
+    ``out/synth_summary.json``) ``{"format", "seed", "preset", "config", "complete": True,
+    "train": counts, "test": counts}``; counts are images, boxes, labeled_boxes,
+    unlabeled_boxes, identities, queries. With ``workers > 1`` worker processes are started
+    (forkserver), so a calling script needs the ``if __name__ == "__main__":`` guard.
     """
     config = make_config(fmt, preset, **overrides)
+    count_test_images(fmt, config)  # fail before touching OUT
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise PsearchError(f"{out}: exists and is not a folder")
-    if out.is_dir() and any(out.iterdir()) and not (out / SUMMARY_FILE).is_file():
-        raise PsearchError(
-            f"{out}: folder is not empty and is not a synthetic world; "
-            "choose an empty or new folder"
-        )
+    if out.is_dir() and any(out.iterdir()):
+        if not (out / SUMMARY_FILE).is_file():
+            raise PsearchError(
+                f"{out}: folder is not empty and is not a synthetic world; "
+                "choose an empty or new folder"
+            )
+        _remove_world(out)
     out.mkdir(parents=True, exist_ok=True)
+    head = {"format": fmt, "seed": seed, "preset": preset, "config": dataclasses.asdict(config)}
+    write_json_atomic(out / SUMMARY_FILE, {**head, "complete": False})  # marks OUT as ours
     dataset, alternatives = build_world(out, fmt, config, seed, progress)
     if fmt == "cuhk":
         write_cuhk(dataset, out, images="skip")
     else:
         write_prw(dataset, out, images="skip", box_variables=alternatives)
-    summary = {
-        "format": fmt,
-        "seed": seed,
-        "preset": preset,
-        "config": dataclasses.asdict(config),
-        **summarize(dataset),
-    }
+    summary = {**head, "complete": True, **summarize(dataset)}
     write_json_atomic(out / SUMMARY_FILE, summary)
     return summary
