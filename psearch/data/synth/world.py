@@ -127,7 +127,13 @@ PRESETS: dict[str, dict] = {
 }
 FORMAT_DEFAULTS: dict[str, dict] = {
     "cuhk": dict(n_cameras=8, queries_per_identity=1),
-    "prw": dict(n_cameras=6, queries_per_identity=3, appearances=(3, 8), test_image_fraction=0.5),
+    "prw": dict(
+        n_cameras=6,
+        queries_per_identity=3,
+        appearances=(4, 12),
+        test_image_fraction=0.5,
+        test_identity_fraction=0.48,
+    ),
 }
 """Per-format shape of the world (PRW: 6 cameras, many appearances, several queries)."""
 
