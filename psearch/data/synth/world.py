@@ -363,16 +363,20 @@ def _place(
     w, h = config.image_size
     horizon = camera.horizon * h
     low, high = config.person_height
+
+    def height_at(foot_y: float) -> float:
+        tall = camera.person_height(foot_y, h, config.person_height) * ident.height
+        return float(np.clip(tall, low, high))
+
     for _ in range(10):
-        foot_y = horizon + (0.03 + 0.97 * rng.random() ** 1.4) * (h - horizon)  # more far away
-        height = float(
-            np.clip(camera.person_height(foot_y, h, config.person_height) * ident.height, low, high)
-        )
-        if rng.random() < 0.08:  # cut by the bottom border
-            foot_y = h + rng.uniform(0.05, 0.3) * height
+        if rng.random() < 0.08:  # cut by the bottom border: 5-30% of the body below it
+            foot_y = h + rng.uniform(0.05, 0.3) * height_at(h)
+        else:  # perspective: more people far away
+            foot_y = horizon + (0.03 + 0.97 * rng.random() ** 1.4) * (h - horizon)
+        height = height_at(foot_y)
         half = 0.2 * height
         r = rng.random()
-        if r < 0.07:  # cut by the left border, 20-55% of the width outside
+        if r < 0.07:  # cut by the left border, up to about 60% of the width outside
             foot_x = rng.uniform(-0.1, 0.6) * half
         elif r < 0.14:
             foot_x = w - rng.uniform(-0.1, 0.6) * half
