@@ -1,0 +1,265 @@
+"""The detect runner: pictures in, person crops and a manifest out (``psearch detect``).
+
+Pictures are decoded by a reader thread while the detector runs on batches that span inputs;
+crops are cut by array slicing and encoded by a small thread pool. An input's rows reach the
+manifest (``psearch.manifest.ManifestWriter``) only once all its crops are on disk, so an
+interrupted run leaves a valid manifest and a rerun skips the inputs already finished.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import queue
+import re
+import threading
+import time
+from concurrent.futures import Future, ThreadPoolExecutor, wait
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+from tqdm import tqdm
+
+from psearch.detector.inference import Detector
+from psearch.detector.inputs import FrameSampling, Source, estimate_pictures, iter_pictures
+from psearch.errors import PsearchError
+from psearch.io import write_json_atomic
+from psearch.manifest import ManifestWriter
+
+SETTINGS_NAME = "detect.json"
+CROPS_DIR = "crops"
+_QUEUE_PICTURES = 16  # decoded pictures the reader may run ahead
+
+
+@dataclass
+class DetectSettings:
+    """Options of a detect run (recorded in ``detect.json``)."""
+
+    score_thresh: float = 0.5
+    min_size: float = 0.0  # minimum box height in pixels
+    max_detections: int = 100  # per picture
+    batch_size: int = 8
+    every: int = 1  # video: keep every N-th frame ...
+    fps: float | None = None  # ... or this many frames per second
+    jpeg_quality: int = 95
+    crop_workers: int = 2
+
+
+# Settings that change what lands in the manifest: a resumed run must use the same ones.
+_RESULT_SETTINGS = ("score_thresh", "min_size", "max_detections", "every", "fps")
+
+
+@dataclass
+class DetectSummary:
+    """What a run did: inputs finished now / before, inputs that failed (path, reason)."""
+
+    finished: int = 0
+    skipped: int = 0
+    pictures: int = 0
+    detections: int = 0
+    failed: list[tuple[str, str]] = field(default_factory=list)
+    seconds: float = 0.0
+
+
+@dataclass
+class _Pending:
+    """Detections of an input whose pictures are still being processed."""
+
+    frames: list[np.ndarray] = field(default_factory=list)
+    boxes: list[np.ndarray] = field(default_factory=list)
+    scores: list[np.ndarray] = field(default_factory=list)
+    crops: list[str] = field(default_factory=list)
+    writes: list[Future] = field(default_factory=list)
+
+
+def crop_prefix(source: Path) -> str:
+    """Stable, unique path prefix of a source's crops, e.g. ``crops/3f/cam1-3f9a0c12ab``."""
+    digest = hashlib.sha1(str(source).encode()).hexdigest()
+    stem = re.sub(r"[^A-Za-z0-9._-]", "_", source.stem)[:40]
+    return f"{CROPS_DIR}/{digest[:2]}/{stem}-{digest[:10]}"
+
+
+def crop_boxes(image: np.ndarray, boxes: np.ndarray) -> list[np.ndarray]:
+    """Cut boxes float [K, 4] out of an image [H, W, 3]: pixels ``floor(x1)..ceil(x2)``, clipped
+    to the image, at least one pixel. Returns views, one per box."""
+    h, w = image.shape[:2]
+    lo = np.floor(boxes[:, :2]).astype(np.int64)
+    hi = np.ceil(boxes[:, 2:]).astype(np.int64)
+    lo = np.clip(lo, 0, [w - 1, h - 1])
+    hi = np.clip(np.maximum(hi, lo + 1), 1, [w, h])
+    return [image[y1:y2, x1:x2]
+            for (x1, y1), (x2, y2) in zip(lo.tolist(), hi.tolist(), strict=True)]
+
+
+def _write_jpeg(path: Path, bgr: np.ndarray, quality: int) -> None:
+    if not cv2.imwrite(str(path), bgr, [cv2.IMWRITE_JPEG_QUALITY, quality]):
+        raise PsearchError(f"{path}: cannot write crop")
+
+
+def _reader(sources: list[Source], sampling: FrameSampling, out: queue.Queue,
+            stop: threading.Event) -> None:
+    """Decode pictures into ``out``: ("pic", i, frame, rgb), then ("end", i, n) or
+    ("fail", i, reason) per source, and a final ("done",)."""
+
+    def put(item: tuple) -> bool:
+        while not stop.is_set():
+            try:
+                out.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    for i, source in enumerate(sources):
+        n = 0
+        try:
+            for frame, rgb in iter_pictures(source, sampling):
+                if not put(("pic", i, frame, rgb)):
+                    return
+                n += 1
+        except PsearchError as exc:
+            if not put(("fail", i, str(exc))):
+                return
+            continue
+        except Exception as exc:  # a decoder crash must not hang the run
+            if not put(("fail", i, f"{source.path}: {type(exc).__name__}: {exc}")):
+                return
+            continue
+        if not put(("end", i, n)):
+            return
+    put(("done",))
+
+
+def _load_previous_settings(out_dir: Path) -> dict[str, Any] | None:
+    import json
+
+    path = out_dir / SETTINGS_NAME
+    if not path.is_file():
+        return None
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        raise PsearchError(f"{path}: unreadable; remove it or use another --out") from None
+
+
+def _check_resumable(out_dir: Path, previous: dict[str, Any] | None,
+                     detector: dict[str, Any], settings: DetectSettings) -> None:
+    """Refuse to add rows made with another detector or other result settings."""
+    if previous is None:
+        return
+    before = previous.get("detector", {})
+    old = before.get("checkpoint") or before.get("backend")
+    new = detector.get("checkpoint") or detector.get("backend")
+    if old != new:
+        raise PsearchError(f"{out_dir}: holds detections of {old}, not {new}; use another --out")
+    for key in _RESULT_SETTINGS:
+        old = previous.get("settings", {}).get(key)
+        if old != getattr(settings, key):
+            raise PsearchError(f"{out_dir}: was started with {key}={old}, now "
+                               f"{getattr(settings, key)}; use the same value or another --out")
+
+
+def run_detect(detector: Detector, sources: list[Source], out_dir: str | Path,
+               settings: DetectSettings | None = None, progress: bool = True) -> DetectSummary:
+    """Detect people in every source, write crops, ``manifest.csv``, ``sources.csv`` and
+    ``detect.json`` under ``out_dir``; inputs already finished there are skipped."""
+    out_dir = Path(out_dir)
+    settings = settings or DetectSettings()
+    start = time.perf_counter()
+    description = detector.describe()
+    previous = _load_previous_settings(out_dir)
+    _check_resumable(out_dir, previous, description, settings)
+    record = {"detector": description, "settings": asdict(settings), "status": "running"}
+    summary = DetectSummary()
+    sampling = FrameSampling(settings.every, settings.fps)
+
+    with ManifestWriter(out_dir) as writer:
+        done = writer.finished_sources()
+        todo = [s for s in sources if str(s.path) not in done]
+        summary.skipped = len(sources) - len(todo)
+        write_json_atomic(out_dir / SETTINGS_NAME, record)
+        if todo:
+            _process(detector, todo, sampling, settings, writer, summary, progress)
+    summary.seconds = time.perf_counter() - start
+    record.update(status="finished", inputs=len(sources), summary=asdict(summary))
+    write_json_atomic(out_dir / SETTINGS_NAME, record)
+    return summary
+
+
+def _process(detector: Detector, todo: list[Source], sampling: FrameSampling,
+             settings: DetectSettings, writer: ManifestWriter, summary: DetectSummary,
+             progress: bool) -> None:
+    pictures: queue.Queue = queue.Queue(maxsize=_QUEUE_PICTURES)
+    stop = threading.Event()
+    reader = threading.Thread(target=_reader, args=(todo, sampling, pictures, stop), daemon=True)
+    pool = ThreadPoolExecutor(max_workers=max(1, settings.crop_workers))
+    pending: dict[int, _Pending] = {}
+    total = sum(estimate_pictures(s, sampling) for s in todo)
+    bar = tqdm(total=total, unit="pic", desc="detect", disable=not progress, dynamic_ncols=True)
+    reader.start()
+    try:
+        finished_stream = False
+        while not finished_stream:
+            batch, markers = [], []
+            while len(batch) < settings.batch_size:
+                item = pictures.get()
+                if item[0] == "done":
+                    finished_stream = True
+                    break
+                (batch if item[0] == "pic" else markers).append(item)
+            if batch:
+                _detect_batch(detector, batch, todo, settings, writer.root, pool, pending)
+                summary.pictures += len(batch)
+                bar.update(len(batch))
+            # Every picture of a marked source was queued before its marker: all are done now.
+            for kind, i, info in markers:
+                entry = pending.pop(i, _Pending())
+                if kind == "fail":
+                    summary.failed.append((str(todo[i].path), info))
+                    continue
+                _finish_source(writer, todo[i], info, entry)
+                summary.finished += 1
+                summary.detections += len(entry.crops)
+            bar.set_postfix(detections=summary.detections, failed=len(summary.failed))
+    finally:
+        stop.set()
+        bar.close()
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _detect_batch(detector: Detector, batch: list[tuple], todo: list[Source],
+                  settings: DetectSettings, root: Path, pool: ThreadPoolExecutor,
+                  pending: dict[int, _Pending]) -> None:
+    """Detect on a batch of ("pic", source index, frame, rgb); queue the crops' JPEG writes."""
+    results = detector.detect([item[3] for item in batch], score_thresh=settings.score_thresh,
+                              max_detections=settings.max_detections)
+    for (_, i, frame, rgb), (boxes, scores) in zip(batch, results, strict=True):
+        keep = (boxes[:, 3] - boxes[:, 1]) >= settings.min_size
+        boxes, scores = boxes[keep], scores[keep]
+        entry = pending.setdefault(i, _Pending())
+        prefix = crop_prefix(todo[i].path) + (f"_f{frame:06d}" if frame >= 0 else "")
+        names = [f"{prefix}_{k:03d}.jpg" for k in range(len(boxes))]
+        if names:
+            (root / names[0]).parent.mkdir(parents=True, exist_ok=True)
+        for name, crop in zip(names, crop_boxes(rgb, boxes), strict=True):
+            bgr = cv2.cvtColor(crop, cv2.COLOR_RGB2BGR)  # a small copy: the frame can be freed
+            entry.writes.append(pool.submit(_write_jpeg, root / name, bgr, settings.jpeg_quality))
+        entry.frames.append(np.full(len(boxes), frame, np.int64))
+        entry.boxes.append(boxes)
+        entry.scores.append(scores)
+        entry.crops.extend(names)
+
+
+def _finish_source(writer: ManifestWriter, source: Source, n_pictures: int,
+                   entry: _Pending) -> None:
+    """Wait for the source's crops, then append its rows and mark it finished."""
+    wait(entry.writes)
+    for write in entry.writes:
+        write.result()  # re-raise a failed write
+    frames = np.concatenate(entry.frames) if entry.frames else np.zeros(0, np.int64)
+    boxes = np.concatenate(entry.boxes) if entry.boxes else np.zeros((0, 4), np.float32)
+    scores = np.concatenate(entry.scores) if entry.scores else np.zeros(0, np.float32)
+    writer.add_source(str(source.path), source.kind, n_pictures, frames, boxes, scores,
+                      entry.crops)

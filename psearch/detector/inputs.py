@@ -1,0 +1,121 @@
+"""What ``psearch detect`` reads: image files, folders of them, and video files (sampled frames)."""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from psearch.errors import PsearchError
+from psearch.media import IMAGE_SUFFIXES, VIDEO_SUFFIXES, read_image
+
+IMAGE, VIDEO = "image", "video"
+
+
+@dataclass(frozen=True)
+class Source:
+    """One input of a detect run: an image (one picture) or a video (its sampled frames)."""
+
+    path: Path  # absolute
+    kind: str  # IMAGE or VIDEO
+
+
+def _kind(path: Path) -> str | None:
+    suffix = path.suffix.lower()
+    return IMAGE if suffix in IMAGE_SUFFIXES else VIDEO if suffix in VIDEO_SUFFIXES else None
+
+
+def collect_sources(inputs: list[str | os.PathLike], recursive: bool = False) -> list[Source]:
+    """Expand files and folders into sources, folders sorted by name, duplicates dropped.
+
+    Raises ``PsearchError`` for a missing path, a file that is neither image nor video, or a
+    folder without any.
+    """
+    sources: dict[Path, Source] = {}
+    for item in inputs:
+        path = Path(item).expanduser().absolute()
+        if path.is_dir():
+            files = sorted(p for p in (path.rglob("*") if recursive else path.iterdir())
+                           if p.is_file() and _kind(p) is not None)
+            if not files:
+                hint = "" if recursive else " (use --recursive for subfolders)"
+                raise PsearchError(f"{path}: folder holds no image or video files{hint}")
+            for f in files:
+                sources.setdefault(f, Source(f, _kind(f)))
+        elif path.is_file():
+            kind = _kind(path)
+            if kind is None:
+                raise PsearchError(f"{path}: not an image or video file (known suffixes: "
+                                   f"{' '.join(IMAGE_SUFFIXES + VIDEO_SUFFIXES)})")
+            sources.setdefault(path, Source(path, kind))
+        else:
+            raise PsearchError(f"{path}: no such file or folder")
+    return list(sources.values())
+
+
+@dataclass(frozen=True)
+class FrameSampling:
+    """Which video frames to process: every ``every``-th frame, or ``fps`` frames per second."""
+
+    every: int = 1
+    fps: float | None = None
+
+    def step(self, video_fps: float) -> float:
+        """Frames between two kept frames (>= 1)."""
+        if self.fps is not None and video_fps > 0:
+            return max(1.0, video_fps / self.fps)
+        return float(max(1, self.every))
+
+
+def _open_video(path: Path) -> cv2.VideoCapture:
+    capture = cv2.VideoCapture(str(path))
+    if not capture.isOpened():
+        capture.release()
+        raise PsearchError(f"{path}: cannot open video")
+    return capture
+
+
+def estimate_pictures(source: Source, sampling: FrameSampling) -> int:
+    """How many pictures ``iter_pictures`` will yield (from the video header; for progress)."""
+    if source.kind == IMAGE:
+        return 1
+    capture = cv2.VideoCapture(str(source.path))
+    try:
+        frames = int(capture.get(cv2.CAP_PROP_FRAME_COUNT))
+        step = sampling.step(capture.get(cv2.CAP_PROP_FPS))
+    finally:
+        capture.release()
+    return max(1, math.ceil(frames / step)) if frames > 0 else 1
+
+
+def iter_pictures(source: Source, sampling: FrameSampling = FrameSampling()
+                  ) -> Iterator[tuple[int, np.ndarray]]:
+    """Yield ``(frame index, RGB uint8 [H, W, 3])``; the index is -1 for an image.
+
+    Skipped video frames are grabbed without decoding. ``PsearchError`` if the file cannot be
+    read at all (an unreadable image, a video that opens to no frame).
+    """
+    if source.kind == IMAGE:
+        yield -1, read_image(source.path)
+        return
+    capture = _open_video(source.path)
+    try:
+        step = sampling.step(capture.get(cv2.CAP_PROP_FPS))
+        index, next_kept, grabbed = 0, 0.0, False
+        while capture.grab():
+            grabbed = True
+            if index >= next_kept - 1e-6:
+                ok, bgr = capture.retrieve()
+                if ok:
+                    yield index, cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+                next_kept += step
+            index += 1
+        if not grabbed:
+            raise PsearchError(f"{source.path}: cannot read any video frame")
+    finally:
+        capture.release()
