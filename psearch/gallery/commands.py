@@ -1,5 +1,178 @@
-"""Click commands of this stage, registered on the ``psearch`` group by ``psearch.cli``."""
+"""``psearch index`` (build or extend a gallery) and ``psearch query`` (search it)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
 
 import click
 
-COMMANDS: list[click.Command] = []
+from psearch.errors import PsearchError
+
+INDEX_CHOICES = ("auto", "flat", "ivf", "ivfpq", "hnsw")
+
+
+@click.command("index")
+@click.option("--embeddings", "embeddings_dir", required=True,
+              type=click.Path(file_okay=False, path_type=Path),
+              help="Embeddings directory written by `psearch embed`.")
+@click.option("--manifest", "manifest_dir", type=click.Path(path_type=Path),
+              help="Detect directory (or its manifest.csv); default: the one the embeddings name.")
+@click.option("--out", required=True, type=click.Path(path_type=Path),
+              help="Gallery directory to create (or extend, with --add).")
+@click.option("--index", "index_kind", type=click.Choice(INDEX_CHOICES), default="auto",
+              show_default=True,
+              help="flat: exact; ivf / ivfpq / hnsw: approximate; auto: flat up to 200k rows, "
+                   "IVF above.")
+@click.option("--nlist", type=click.IntRange(min=1), help="IVF lists (default ~4*sqrt(N)).")
+@click.option("--pq-m", type=click.IntRange(min=1), help="PQ sub-vectors for ivfpq (default D/8).")
+@click.option("--target-recall", type=click.FloatRange(0, 1), default=0.95, show_default=True,
+              help="Recall@10 that nprobe / efSearch are tuned to reach.")
+@click.option("--add", "add", is_flag=True,
+              help="Append these embeddings to the existing gallery OUT.")
+@click.option("--overwrite", is_flag=True, help="Replace an existing gallery OUT.")
+def index_command(embeddings_dir: Path, manifest_dir: Path | None, out: Path, index_kind: str,
+                  nlist: int | None, pq_m: int | None, target_recall: float, add: bool,
+                  overwrite: bool) -> None:
+    """Build a searchable gallery from detections and their re-ID embeddings.
+
+    \b
+    Example:
+      psearch index --manifest dets/ --embeddings emb/ --out gallery/
+      psearch index --embeddings emb2/ --out gallery/ --add     # append more footage
+
+    The gallery directory holds the FAISS index, the detections' metadata and gallery.json
+    (index settings, the re-ID checkpoint and its sha256). Writes are atomic: an interrupted
+    build or add leaves the previous gallery as it was.
+    """
+    from psearch.gallery.inputs import load_gallery_input
+    from psearch.gallery.store import Gallery, is_gallery
+
+    if add and overwrite:
+        raise PsearchError("--add and --overwrite are exclusive")
+    if add and not is_gallery(out):
+        raise PsearchError(f"{out}: no gallery to --add to (build it first without --add)")
+    if not add and is_gallery(out) and not overwrite:
+        raise PsearchError(f"{out}: a gallery already exists; pass --add to append to it or "
+                           "--overwrite to replace it")
+    if not add and out.exists() and not is_gallery(out) and (
+            not out.is_dir() or any(out.iterdir())):
+        raise PsearchError(f"{out}: exists and is not a psearch gallery; choose another --out")
+    data = load_gallery_input(embeddings_dir, manifest_dir)
+    if add:
+        gallery = Gallery.load(out)
+        gallery.add(data.vectors, data.rows, reid=data.reid, inputs=[data.provenance])
+    else:
+        gallery = Gallery.build(data.vectors, data.rows, index=index_kind, reid=data.reid,
+                                nlist=nlist, pq_m=pq_m, target_recall=target_recall,
+                                inputs=[data.provenance])
+    gallery.save(out)
+    click.echo(f"{out}: {describe(gallery.header)}")
+
+
+def describe(header: dict) -> str:
+    """One line: rows, dim, index and its tuned knob."""
+    info = header["index"]
+    knob = next((f", {k} {info[k]}" for k in ("nprobe", "efSearch") if k in info), "")
+    recall = (f", recall@10 {info['tuned_recall_at_10']:.3f} on a self-test"
+              if "tuned_recall_at_10" in info else "")
+    return f"{header['rows']} rows, dim {header['dim']}, index {info['factory']}{knob}{recall}"
+
+
+def parse_box(text: str) -> tuple[float, ...]:
+    """``"x1,y1,x2,y2"`` -> 4 floats; ``PsearchError`` otherwise."""
+    try:
+        values = tuple(float(v) for v in text.replace(" ", "").split(","))
+    except ValueError:
+        values = ()
+    if len(values) != 4:
+        raise PsearchError(f"--box {text!r}: expected x1,y1,x2,y2 (4 numbers)")
+    return values
+
+
+@click.command("query")
+@click.option("--gallery", "gallery_dir", required=True, type=click.Path(path_type=Path),
+              help="Gallery directory built by `psearch index`.")
+@click.option("--image", type=click.Path(dir_okay=False, path_type=Path),
+              help="Picture containing the person; give the person with --box.")
+@click.option("--box", "boxes", multiple=True, metavar="X1,Y1,X2,Y2",
+              help="The person's box in --image, in pixels; repeat for several people.")
+@click.option("--crop", type=click.Path(dir_okay=False, path_type=Path),
+              help="An already-cropped picture of the person (instead of --image/--box).")
+@click.option("--top-k", type=click.IntRange(min=1), default=10, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print the results as JSON.")
+@click.option("--show", type=click.Path(dir_okay=False, path_type=Path),
+              help="Write a result sheet: OUT.png (or .jpg) image or OUT.html page; with several "
+                   "boxes one per box (OUT-1.png, ...).")
+@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:1, ...")
+@click.option("--checkpoint", type=click.Path(dir_okay=False, path_type=Path),
+              help="The gallery's re-ID checkpoint if it moved (same sha256 required).")
+def query_command(gallery_dir: Path, image: Path | None, boxes: tuple[str, ...],
+                  crop: Path | None, top_k: int, as_json: bool, show: Path | None, device: str,
+                  checkpoint: Path | None) -> None:
+    """Find the person at --box of --image (or in --crop) in a gallery.
+
+    \b
+    Example:
+      psearch query --gallery gallery/ --image q.jpg --box 120,40,180,220 --show hits.png
+      psearch query --gallery gallery/ --crop person.jpg --top-k 20 --json
+
+    Prints a ranked table: rank, cosine score, source image (or video:frame) and box. The query
+    is embedded with the gallery's re-ID checkpoint (an error if its sha256 changed).
+    """
+    from psearch.api import PersonSearch, check_box, crop_box
+    from psearch.gallery.sheet import write_sheet
+    from psearch.media import read_image
+
+    if (image is None) == (crop is None):
+        raise PsearchError("give either --image with --box, or --crop")
+    if image is not None and not boxes:
+        raise PsearchError("--image needs --box x1,y1,x2,y2 (or use --crop for a cropped person)")
+    if crop is not None and boxes:
+        raise PsearchError("--box applies to --image, not to --crop")
+    picture = read_image(image if image is not None else crop)
+    if crop is not None:
+        query_boxes, crops = [None], [picture]
+    else:
+        h, w = picture.shape[:2]
+        query_boxes = [check_box(parse_box(b), w, h) for b in boxes]
+        crops = [crop_box(picture, b) for b in query_boxes]
+    ps = PersonSearch(gallery_dir, device=device, checkpoint=checkpoint)
+    results = (ps.query_boxes(picture, query_boxes, top_k) if crop is None
+               else [ps.query(picture, None, top_k)])
+    sheets = sheet_paths(show, len(results)) if show else [None] * len(results)
+    for crop_rgb, matches, sheet in zip(crops, results, sheets, strict=True):
+        if sheet is not None:
+            write_sheet(crop_rgb, matches, sheet)
+    query_source = str(image if image is not None else crop)
+    if as_json:
+        click.echo(json.dumps({"gallery": str(gallery_dir), "queries": [
+            {"image": query_source, "box": None if b is None else [float(v) for v in b],
+             "sheet": None if s is None else str(s), "matches": [m.to_dict() for m in ms]}
+            for b, ms, s in zip(query_boxes, results, sheets, strict=True)]}, indent=2))
+        return
+    for b, matches, sheet in zip(query_boxes, results, sheets, strict=True):
+        where = "crop" if b is None else "box " + ",".join(f"{v:g}" for v in b)
+        click.echo(f"query {query_source} {where}: top {len(matches)} of {len(ps.gallery)}")
+        click.echo(format_table(matches))
+        if sheet is not None:
+            click.echo(f"sheet: {sheet}")
+
+
+def sheet_paths(show: Path, n: int) -> list[Path]:
+    """``show`` itself for one query, else ``stem-1.suffix``, ``stem-2.suffix``, ..."""
+    if n == 1:
+        return [show]
+    return [show.with_name(f"{show.stem}-{i + 1}{show.suffix}") for i in range(n)]
+
+
+def format_table(matches: list) -> str:
+    """The ranked results as aligned text columns."""
+    lines = [f"{'rank':>4}  {'score':>6}  {'box':<23}  source"]
+    for m in matches:
+        box = ",".join(f"{v:.0f}" for v in m.box)
+        lines.append(f"{m.rank:>4}  {m.score:6.3f}  {box:<23}  {m.where}")
+    return "\n".join(lines)
+
+
+COMMANDS: list[click.Command] = [index_command, query_command]

@@ -81,6 +81,8 @@ def build_index(vectors: np.ndarray, kind: str, nlist: int | None = None,
         if n < ivf.nlist:
             raise PsearchError(f"{factory}: {n} vectors cannot train {ivf.nlist} inverted lists; "
                                "use --index flat or a smaller --nlist")
+        if kind == "ivfpq":  # polysemous codes serve Hamming pre-filtering, which we do not use
+            faiss.downcast_index(ivf).do_polysemous_training = False
         sample = np.random.default_rng(seed).permutation(n)[: TRAIN_POINTS_PER_LIST * ivf.nlist]
         index.train(vectors[np.sort(sample)])
     index.add(vectors)
