@@ -254,6 +254,16 @@ def test_cli_writes_a_world_and_prints_its_counts(tmp_path):
     assert load_dataset(out, "prw").queries
 
 
+def test_cli_writes_the_cuhk_galleries_asked_for(tmp_path):
+    out = tmp_path / "world"
+    args = ["synth", str(out), "--preset", "tiny", "--images", "24", "--identities", "6"]
+    result = CliRunner().invoke(cli, [*args, "--gallery-sizes", "5,8"])
+    assert result.exit_code == 0, result.output
+    protocols = load_dataset(out, "cuhk").cuhk_protocols
+    assert sorted(protocols) == [5, 8]
+    assert all(len(gallery) == 8 for gallery in protocols[8])
+
+
 def test_cli_rejects_a_bad_size(tmp_path):
     result = CliRunner().invoke(cli, ["synth", str(tmp_path / "w"), "--size", "big"])
     assert isinstance(result.exception, PsearchError)

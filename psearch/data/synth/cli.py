@@ -23,6 +23,15 @@ def _parse_size(text: str | None) -> tuple[int, int] | None:
     return w, h
 
 
+def _parse_sizes(text: str | None) -> tuple[int, ...] | None:
+    if text is None:
+        return None
+    try:
+        return tuple(int(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        raise PsearchError(f"--gallery-sizes {text!r}: expected numbers like 50,100") from None
+
+
 def format_summary(summary: dict) -> str:
     """The per-split counts as a small text table."""
     width = max(len(c) for c in SUMMARY_COLUMNS)
@@ -62,6 +71,12 @@ def format_summary(summary: dict) -> str:
 )
 @click.option("--size", default=None, metavar="WxH", help="Image size, e.g. 480x360.")
 @click.option(
+    "--gallery-sizes",
+    default=None,
+    metavar="N,N",
+    help="CUHK-SYSU TestG gallery sizes (default 50,100; tiny: 10,20).",
+)
+@click.option(
     "--workers",
     type=int,
     default=min(4, os.cpu_count() or 1),
@@ -76,6 +91,7 @@ def synth_command(
     n_images: int | None,
     n_identities: int | None,
     size: str | None,
+    gallery_sizes: str | None,
     workers: int,
 ) -> None:
     """Generate a synthetic person-search world in OUT, in the CUHK-SYSU or PRW format.
@@ -98,6 +114,7 @@ def synth_command(
         n_images=n_images,
         n_identities=n_identities,
         image_size=_parse_size(size),
+        gallery_sizes=_parse_sizes(gallery_sizes),
         workers=workers,
     )
     click.echo(f"wrote a {fmt} world to {out} (seed {seed}, preset {preset})")

@@ -99,7 +99,10 @@ class SynthConfig:
             (0 < self.test_identity_fraction < 1, "test_identity_fraction must be in (0, 1)"),
             (0 <= self.near_duplicate_fraction <= 1, "near_duplicate_fraction must be in [0, 1]"),
             (self.workers >= 1, "workers must be at least 1"),
-            (all(g >= 1 for g in self.gallery_sizes), "gallery_sizes must be positive"),
+            (
+                len(self.gallery_sizes) > 0 and all(g >= 1 for g in self.gallery_sizes),
+                "gallery_sizes must be one or more positive numbers",
+            ),
         ]
         for ok, message in checks:
             if not ok:
