@@ -265,15 +265,9 @@ def render_person(
                 t = (skin_from * H - hy) / (y_foot - hy)
                 start = (hx + (foot[0] - hx) * t, skin_from * H)
                 canvas.poly(_limb(start, foot, leg_w * 0.8), ident.skin)
-            canvas.ellipse(
-                (
-                    foot[0]
-                    + (0.03 * H if view == "right" else -0.03 * H if view == "left" else 0.0),
-                    y_foot,
-                ),
-                (0.055 * H if side else 0.04 * H, 0.025 * H),
-                ident.shoes,
-            )
+            toe = 0.03 * H if side else 0.0  # drawn facing right; "left" is mirrored
+            shoe = (0.055 * H if side else 0.04 * H, 0.025 * H)
+            canvas.ellipse((foot[0] + toe, y_foot), shoe, ident.shoes)
         if ident.lower_kind == "skirt":
             canvas.poly(
                 np.array(
