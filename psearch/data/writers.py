@@ -127,6 +127,7 @@ def make_cuhk_protocols(
     in its gallery. Raises ``PsearchError`` if a size exceeds the test images available.
     """
     names = [r.name for r in gallery]
+    position = {name: i for i, name in enumerate(names)}
     largest = max(sizes, default=0)
     if largest > len(names) - 1:
         raise PsearchError(
@@ -142,9 +143,11 @@ def make_cuhk_protocols(
     protocols: dict[int, list[GalleryList]] = {int(n): [] for n in sizes}
     for query in queries:
         positives = [(i, box) for i, box in where.get(query.pid, []) if names[i] != query.image]
-        excluded = {i for i, _ in positives} | {i for i, n in enumerate(names) if n == query.image}
-        others = np.array([i for i in range(len(names)) if i not in excluded], dtype=np.int64)
-        others = others[rng.permutation(len(others))]
+        candidate = np.ones(len(names), bool)
+        candidate[[i for i, _ in positives]] = False
+        if query.image in position:
+            candidate[position[query.image]] = False
+        others = rng.permutation(np.flatnonzero(candidate))
         for n in protocols:
             if len(positives) > n:
                 raise PsearchError(
