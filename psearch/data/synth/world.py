@@ -504,7 +504,7 @@ def _worker_init() -> None:
     cv2.setNumThreads(1)
 
 
-IMAGES_PER_WORKER = 100
+IMAGES_PER_WORKER = 400
 """Fewer images than this per extra worker render in-process (starting workers costs seconds)."""
 
 
