@@ -173,9 +173,16 @@ def _lamp_post(img, x, y, s, rng) -> None:
     cv2.circle(img, (int(x), int(top)), max(2, int(s * 0.08)), _c((235, 230, 200)), -1, AA)
 
 
+def ground_shadow(img: np.ndarray, x: float, y: float, half_width: float, s: float) -> None:
+    """The soft dark ellipse under something standing at (x, y); people and look-alikes get one."""
+    axes = (max(2, int(half_width)), max(1, int(s / 30)))
+    cv2.ellipse(img, (int(x), int(y)), axes, 0, 0, 360, (40, 40, 40), -1, AA)
+
+
 def _round_top_pole(img, x, y, s, rng) -> None:
     """A person-height post with a ball on top: a classic false positive."""
     colour = _c(rng.integers(30, 200, 3))
+    ground_shadow(img, x, y, 0.15 * s, s)
     top = y - s * rng.uniform(0.8, 1.05)
     cv2.rectangle(img, (int(x - s * 0.04), int(top)), (int(x + s * 0.04), int(y)), colour, -1)
     cv2.circle(img, (int(x), int(top)), max(2, int(s * 0.065)), colour, -1, AA)
@@ -206,6 +213,7 @@ def _mannequin(img, x, y, s, rng) -> None:
     )
     h = s * rng.uniform(0.85, 1.05)
     top = y - h
+    ground_shadow(img, x, y, 0.3 * h, h)
     cv2.ellipse(
         img,
         (int(x), int(top + 0.07 * h)),

@@ -34,6 +34,7 @@ from psearch.data.synth.scenes import (
     Camera,
     apply_camera,
     camera_background,
+    ground_shadow,
     make_cameras,
     random_prop,
 )
@@ -454,9 +455,8 @@ def _compose(plan: _ImagePlan, config: SynthConfig, rng: np.random.Generator):
         pid, rgb, alpha, left, top = payload
         solid = alpha > ALPHA_THRESHOLD
         ys, xs = np.nonzero(solid)
-        shadow_axes = (max(2, int(0.4 * alpha.shape[1])), max(1, alpha.shape[0] // 30))
-        shadow_centre = (left + alpha.shape[1] // 2, top + alpha.shape[0] - 1)
-        cv2.ellipse(image, shadow_centre, shadow_axes, 0, 0, 360, (40, 40, 40), -1, cv2.LINE_AA)
+        feet = (left + alpha.shape[1] / 2, top + alpha.shape[0] - 1)
+        ground_shadow(image, *feet, 0.4 * alpha.shape[1], alpha.shape[0])
         _paste(image, rgb, alpha, left, top)
         ys, xs = ys + top, xs + left
         inside = (xs >= 0) & (xs < w) & (ys >= 0) & (ys < h)
