@@ -22,7 +22,7 @@ INDEX_CHOICES = ("auto", "flat", "ivf", "ivfpq", "hnsw")
               help="Gallery directory to create (or extend, with --add).")
 @click.option("--index", "index_kind", type=click.Choice(INDEX_CHOICES), default="auto",
               show_default=True,
-              help="flat: exact; ivf / ivfpq / hnsw: approximate; auto: flat up to 200k rows, "
+              help="flat: exact; ivf / ivfpq / hnsw: approximate; auto: flat up to 100k rows, "
                    "IVF above.")
 @click.option("--nlist", type=click.IntRange(min=1), help="IVF lists (default ~4*sqrt(N)).")
 @click.option("--pq-m", type=click.IntRange(min=1), help="PQ sub-vectors for ivfpq (default D/8).")
@@ -175,4 +175,58 @@ def format_table(matches: list) -> str:
     return "\n".join(lines)
 
 
-COMMANDS: list[click.Command] = [index_command, query_command]
+@click.command("evaluate-gallery")
+@click.option("--gallery", "gallery_dir", required=True, type=click.Path(path_type=Path),
+              help="Gallery built (`psearch index`) from the dataset's test images.")
+@click.option("--data", "data_root", required=True, type=click.Path(path_type=Path),
+              help="Dataset root folder (CUHK-SYSU, PRW or folder format).")
+@click.option("--format", "fmt", type=click.Choice(["auto", "cuhk", "prw", "folder"]),
+              default="auto", show_default=True, help="Dataset format.")
+@click.option("--gallery-size", "gallery_sizes", type=int, multiple=True,
+              help="CUHK-SYSU gallery size to report; repeat for several.  [default: 50 and 100]")
+@click.option("--full-set", is_flag=True, help="CUHK-SYSU: also report the full-set gallery.")
+@click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path),
+              help="Also write the metrics (fractions) to this JSON file.")
+@click.option("--save-results", type=click.Path(dir_okay=False, path_type=Path),
+              help="Also save the detections, features and query features as a results .npz "
+                   "(for `psearch evaluate --results`).")
+@click.option("--device", default="auto", show_default=True, help="Device of the re-ID model.")
+@click.option("--checkpoint", type=click.Path(dir_okay=False, path_type=Path),
+              help="The gallery's re-ID checkpoint if it moved (same sha256 required).")
+def evaluate_gallery_command(gallery_dir: Path, data_root: Path, fmt: str,
+                             gallery_sizes: tuple[int, ...], full_set: bool,
+                             json_path: Path | None, save_results: Path | None, device: str,
+                             checkpoint: Path | None) -> None:
+    """Score a gallery with the dataset's standard search and detection protocols.
+
+    Gallery rows are matched to the dataset's test images by source file name; the queries are
+    embedded with the gallery's re-ID checkpoint; the metrics are those of `psearch evaluate`.
+
+    \b
+    Example:
+      psearch evaluate-gallery --gallery gallery/ --data CUHK-SYSU/ --json eval.json
+    """
+    from psearch.api import PersonSearch
+    from psearch.data import load_dataset
+    from psearch.evaluation import evaluate, format_report, write_report_json
+    from psearch.evaluation import save_results as save_npz
+    from psearch.gallery.evaluate import gallery_results
+
+    dataset = load_dataset(data_root, fmt)
+    ps = PersonSearch(gallery_dir, device=device, checkpoint=checkpoint)
+    results, foreign = gallery_results(ps.gallery, dataset, ps.embedder, progress=True)
+    if foreign:
+        click.echo(f"warning: {foreign} gallery rows are not test images of {data_root} "
+                   "and are left out", err=True)
+    report = evaluate(dataset, results, gallery_sizes=gallery_sizes, full_set=full_set,
+                      progress=True)
+    click.echo(format_report(report))
+    if save_results is not None:
+        save_npz(save_results, results)
+        click.echo(f"wrote {save_results}")
+    if json_path is not None:
+        write_report_json(json_path, report)
+        click.echo(f"wrote {json_path}")
+
+
+COMMANDS: list[click.Command] = [index_command, query_command, evaluate_gallery_command]

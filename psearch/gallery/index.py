@@ -18,8 +18,8 @@ import numpy as np
 from psearch.errors import PsearchError
 
 INDEX_KINDS = ("auto", "flat", "ivf", "ivfpq", "hnsw")
-AUTO_FLAT_MAX_ROWS = 200_000
-"""``auto`` keeps exact search up to this size (~5 ms per query on one core at D=256)."""
+AUTO_FLAT_MAX_ROWS = 100_000
+"""``auto`` keeps exact search up to this size (a few ms per query on one core at D=256)."""
 HNSW_NEIGHBORS = 32
 TRAIN_POINTS_PER_LIST = 64
 """IVF k-means trains on at most this many sampled vectors per inverted list."""
