@@ -45,28 +45,11 @@ def index_command(embeddings_dir: Path, manifest_dir: Path | None, out: Path, in
     (index settings, the re-ID checkpoint and its sha256). Writes are atomic: an interrupted
     build or add leaves the previous gallery as it was.
     """
-    from psearch.gallery.inputs import load_gallery_input
-    from psearch.gallery.store import Gallery, is_gallery
+    from psearch.gallery.build import index_embeddings
 
-    if add and overwrite:
-        raise PsearchError("--add and --overwrite are exclusive")
-    if add and not is_gallery(out):
-        raise PsearchError(f"{out}: no gallery to --add to (build it first without --add)")
-    if not add and is_gallery(out) and not overwrite:
-        raise PsearchError(f"{out}: a gallery already exists; pass --add to append to it or "
-                           "--overwrite to replace it")
-    if not add and out.exists() and not is_gallery(out) and (
-            not out.is_dir() or any(out.iterdir())):
-        raise PsearchError(f"{out}: exists and is not a psearch gallery; choose another --out")
-    data = load_gallery_input(embeddings_dir, manifest_dir)
-    if add:
-        gallery = Gallery.load(out)
-        gallery.add(data.vectors, data.rows, reid=data.reid, inputs=[data.provenance])
-    else:
-        gallery = Gallery.build(data.vectors, data.rows, index=index_kind, reid=data.reid,
-                                nlist=nlist, pq_m=pq_m, target_recall=target_recall,
-                                inputs=[data.provenance])
-    gallery.save(out)
+    gallery = index_embeddings(embeddings_dir, out, manifest_dir, index=index_kind, add=add,
+                               overwrite=overwrite, nlist=nlist, pq_m=pq_m,
+                               target_recall=target_recall)
     click.echo(f"{out}: {describe(gallery.header)}")
 
 

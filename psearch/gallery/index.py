@@ -14,6 +14,7 @@ import math
 
 import faiss
 import numpy as np
+from tqdm import tqdm
 
 from psearch.errors import PsearchError
 
@@ -21,6 +22,7 @@ INDEX_KINDS = ("auto", "flat", "ivf", "ivfpq", "hnsw")
 AUTO_FLAT_MAX_ROWS = 100_000
 """``auto`` keeps exact search up to this size (a few ms per query on one core at D=256)."""
 HNSW_NEIGHBORS = 32
+ADD_CHUNK = 100_000
 TRAIN_POINTS_PER_LIST = 64
 """IVF k-means trains on at most this many sampled vectors per inverted list."""
 TUNE_QUERIES = 256
@@ -85,8 +87,15 @@ def build_index(vectors: np.ndarray, kind: str, nlist: int | None = None,
             faiss.downcast_index(ivf).do_polysemous_training = False
         sample = np.random.default_rng(seed).permutation(n)[: TRAIN_POINTS_PER_LIST * ivf.nlist]
         index.train(vectors[np.sort(sample)])
-    index.add(vectors)
+    add_in_chunks(index, vectors)
     return index, info
+
+
+def add_in_chunks(index: faiss.Index, vectors: np.ndarray) -> None:
+    """``index.add(vectors)`` [N, D] in chunks, with a progress bar for large N."""
+    starts = range(0, len(vectors), ADD_CHUNK)
+    for start in tqdm(starts, desc="index", unit="chunk", disable=len(starts) < 2, leave=False):
+        index.add(vectors[start:start + ADD_CHUNK])
 
 
 def set_search_knob(index: faiss.Index, kind: str, value: int, on_gpu: bool = False) -> None:

@@ -142,7 +142,7 @@ class Gallery:
         if mine != theirs:
             raise PsearchError(f"embeddings come from re-ID checkpoint sha256 {theirs} but the "
                                f"gallery was built with {mine}; build a new gallery instead")
-        self.index.add(vectors)
+        ix.add_in_chunks(self.index, vectors)
         self.rows = self.rows.concat(rows)
         self.header["rows"] = len(self.rows)
         self.header["inputs"] = self.header["inputs"] + list(inputs or [])
