@@ -26,7 +26,7 @@ INDEX_CHOICES = ("auto", "flat", "ivf", "ivfpq", "hnsw")
                    "IVF above.")
 @click.option("--nlist", type=click.IntRange(min=1), help="IVF lists (default ~4*sqrt(N)).")
 @click.option("--pq-m", type=click.IntRange(min=1), help="PQ sub-vectors for ivfpq (default D/8).")
-@click.option("--target-recall", type=click.FloatRange(0, 1), default=0.95, show_default=True,
+@click.option("--target-recall", type=click.FloatRange(0, 1), default=0.97, show_default=True,
               help="Recall@10 that nprobe / efSearch are tuned to reach.")
 @click.option("--add", "add", is_flag=True,
               help="Append these embeddings to the existing gallery OUT.")

@@ -23,11 +23,12 @@ AUTO_FLAT_MAX_ROWS = 100_000
 """``auto`` keeps exact search up to this size (a few ms per query on one core at D=256)."""
 HNSW_NEIGHBORS = 32
 ADD_CHUNK = 100_000
-TRAIN_POINTS_PER_LIST = 64
-"""IVF k-means trains on at most this many sampled vectors per inverted list."""
-TUNE_QUERIES = 256
+TRAIN_POINTS_PER_LIST = 40
+"""IVF k-means trains on at most this many sampled vectors per list (FAISS asks for >= 39)."""
+TUNE_QUERIES = 512
 TUNE_K = 10
-DEFAULT_TARGET_RECALL = 0.95
+DEFAULT_TARGET_RECALL = 0.97
+"""Tuned on a self-test that reads ~0.01 higher than fresh queries: 0.97 delivers >= 0.95."""
 KNOB = {"ivf": "nprobe", "ivfpq": "nprobe", "hnsw": "efSearch"}
 KNOB_VALUES = (1, 2, 4, 8, 12, 16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512, 768, 1024)
 HNSW_MIN_EF = 16
