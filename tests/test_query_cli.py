@@ -183,3 +183,16 @@ def test_index_refuses_to_overwrite_or_mismatched_rows(world, gallery, capsys, t
     code, _, err = run(["index", "--embeddings", str(short), "--out", str(tmp_path / "g")], capsys)
     _one_line_error(code, err, "5 embeddings", "12 detections")
     assert not (tmp_path / "g").exists()
+
+
+def test_index_resumes_over_the_leftovers_of_an_interrupted_first_build(world, capsys, tmp_path):
+    _, _, _, _, emb = world
+    out = tmp_path / "g"
+    out.mkdir()
+    (out / "index-000001.faiss").write_bytes(b"half written")
+    (out / ".rows-000001.npz.x1y2.tmp").write_bytes(b"")
+    code, _, err = run(["index", "--embeddings", str(emb), "--out", str(out)], capsys)
+    assert code == 0, err
+    assert sorted(p.name for p in out.iterdir()) == [
+        HEADER_NAME, "index-000001.faiss", "rows-000001.npz"]
+    assert len(Gallery.load(out)) == 12

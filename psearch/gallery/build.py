@@ -30,8 +30,7 @@ def index_embeddings(embeddings_dir: str | os.PathLike, out: str | os.PathLike,
     if not add and is_gallery(out) and not overwrite:
         raise PsearchError(f"{out}: a gallery already exists; pass --add to append to it or "
                            "--overwrite to replace it")
-    if not add and out.exists() and not is_gallery(out) and (
-            not out.is_dir() or any(out.iterdir())):
+    if not add and out.exists() and not is_gallery(out) and not _only_leftovers(out):
         raise PsearchError(f"{out}: exists and is not a psearch gallery; choose another --out")
     data = load_gallery_input(embeddings_dir, manifest_dir)
     if add:
@@ -43,3 +42,11 @@ def index_embeddings(embeddings_dir: str | os.PathLike, out: str | os.PathLike,
                                 inputs=[data.provenance])
     gallery.save(out)
     return gallery
+
+
+def _only_leftovers(directory: Path) -> bool:
+    """True for an empty directory or one holding only files of an interrupted first build."""
+    if not directory.is_dir():
+        return False
+    return all(p.match("index-*.faiss") or p.match("rows-*.npz") or p.match(".*.tmp")
+               for p in directory.iterdir())

@@ -226,7 +226,8 @@ class Gallery:
         header = {**self.header, "generation": generation, "files": files}
         write_json_atomic(directory / HEADER_NAME, header)  # the commit point
         self.header = header
-        for stale in [*directory.glob("index-*.faiss"), *directory.glob("rows-*.npz")]:
+        for stale in [*directory.glob("index-*.faiss"), *directory.glob("rows-*.npz"),
+                      *directory.glob(".index-*.tmp"), *directory.glob(".rows-*.tmp")]:
             if stale.name not in files.values():
                 stale.unlink(missing_ok=True)
         return directory
