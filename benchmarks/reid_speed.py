@@ -22,10 +22,12 @@ from __future__ import annotations
 
 import argparse
 import multiprocessing as mp
+import os
 import platform
 import resource
 import tempfile
 import time
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -138,17 +140,17 @@ def main() -> None:
         save_checkpoint(tmp / "reid.pt", "reid", config,
                         build_reid_net(config["model"]).state_dict())
         make_crops(tmp / "dets", n)
-        ctx = mp.get_context("spawn")
         rows = []
         for name in ("timm forward", "embed_crops", "embed runner"):
-            with ctx.Pool(1) as pool:
-                rows.append(pool.apply(phase, (name, str(tmp / "reid.pt"), str(tmp / "dets"),
-                                               str(tmp / "emb"), args.device, batch_size,
-                                               args.threads)))
+            with ProcessPoolExecutor(1, mp_context=mp.get_context("spawn")) as pool:
+                rows.append(pool.submit(phase, name, str(tmp / "reid.pt"), str(tmp / "dets"),
+                                        str(tmp / "emb"), args.device, batch_size,
+                                        args.threads).result())
     floor = rows[0]["seconds"]
     for row in rows:
         row["overhead"] = row["seconds"] / floor
-    device_name = torch.cuda.get_device_name() if gpu else platform.processor() or "cpu"
+    device_name = (torch.cuda.get_device_name() if gpu
+                   else f"{platform.machine()}, {os.cpu_count()} cores")
     print(f"\n{backbone} at {size[0]}x{size[1]}, {n} crops, batch {batch_size}, "
           f"{args.device} ({device_name}, {args.threads} threads)\n")
     print("| measurement | crops/s | seconds | overhead vs timm | peak memory (MiB) |")
