@@ -20,6 +20,7 @@ STAGE_COMMAND_MODULES = (
     "psearch.detector.commands",
     "psearch.reid.commands",
     "psearch.gallery.commands",
+    "psearch.demo",
 )
 
 

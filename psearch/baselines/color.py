@@ -49,7 +49,8 @@ class ColorHistogramEmbedder:
         colour_bin = (h * self.s_bins + s) * self.v_bins + v
         stripe = np.arange(CROP_HEIGHT) * self.stripes // CROP_HEIGHT
         bins_per_stripe = self.h_bins * self.s_bins * self.v_bins
-        flat = (np.arange(n)[:, None, None] * self.stripes + stripe[None, :, None]) * bins_per_stripe
+        band = np.arange(n)[:, None, None] * self.stripes + stripe[None, :, None]
+        flat = band * bins_per_stripe
         counts = np.bincount((flat + colour_bin).ravel(), minlength=n * self.dim)
         feats = np.sqrt(counts.reshape(n, self.dim).astype(np.float32))
         return feats / np.linalg.norm(feats, axis=1, keepdims=True).clip(min=1e-12)
