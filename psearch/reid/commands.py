@@ -51,8 +51,9 @@ def reid_config(preset: str, overrides: tuple[str, ...] = ()) -> dict[str, Any]:
 @click.option("--pretrained", is_flag=True,
               help="Start from timm's pretrained backbone weights (must be available locally).")
 @click.option("--detections", type=click.Path(path_type=Path), default=None,
-              help="A detect manifest on the train images: its boxes with IoU >= 0.5 to a "
-                   "ground-truth box are added as extra crops with that box's identity.")
+              help="A detect manifest on the train images: detections with IoU >= "
+                   "data.detections_iou (0.5) to a ground-truth box are added as extra crops "
+                   "with that box's identity; the others are dropped.")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:1, ...")
 @click.option("--resume", is_flag=True, help="Continue the run saved in OUT/reid.pt.")
 @click.option("--quiet", is_flag=True, help="No progress bars.")
@@ -67,7 +68,7 @@ def train_reid_command(data_root: Path, fmt: str, out: Path, preset: str,
 
     \b
     Example:
-      psearch train-reid --data world/ --format cuhk --out runs/reid --epochs 12
+      psearch train-reid --data world/ --format cuhk --out runs/reid
       psearch train-reid --data CUHK-SYSU/ --config reid_cuhk --pretrained --out runs/reid50
     """
     from psearch.data import load_dataset
