@@ -100,7 +100,7 @@ def detect_command(inputs: tuple[str, ...], weights: str, out_dir: str, recursiv
 
     if fps is not None and every != 1:
         raise PsearchError("--every and --fps are alternatives; give one of them")
-    sources = collect_sources(list(inputs), recursive=recursive)
+    sources = collect_sources(list(inputs), recursive=recursive, exclude=out_dir)
     if weights.lower() == HOG_NAME:
         detector = HogDetector(upscale=hog_upscale)
     else:

@@ -149,11 +149,12 @@ def _check_resumable(out_dir: Path, previous: dict[str, Any] | None,
     """Refuse to add rows made with another detector or other result settings."""
     if previous is None:
         return
-    before = previous.get("detector", {})
-    old = before.get("checkpoint") or before.get("backend")
-    new = detector.get("checkpoint") or detector.get("backend")
-    if old != new:
-        raise PsearchError(f"{out_dir}: holds detections of {old}, not {new}; use another --out")
+    before = {k: v for k, v in previous.get("detector", {}).items() if k != "device"}
+    now = {k: v for k, v in detector.items() if k != "device"}
+    if before != now:
+        old = before.get("checkpoint") or before.get("backend")
+        raise PsearchError(f"{out_dir}: holds detections of another detector ({old}, "
+                           f"{before}); use the same one or another --out")
     for key in _RESULT_SETTINGS:
         old = previous.get("settings", {}).get(key)
         if old != getattr(settings, key):
@@ -200,15 +201,20 @@ def _process(detector: Detector, todo: list[Source], sampling: FrameSampling,
     bar = tqdm(total=total, unit="pic", desc="detect", disable=not progress, dynamic_ncols=True)
     reader.start()
     try:
-        finished_stream = False
+        finished_stream, carry = False, None
         while not finished_stream:
             batch, markers = [], []
-            while len(batch) < settings.batch_size:
-                item = pictures.get()
+            while not finished_stream:
+                item, carry = carry or pictures.get(), None
                 if item[0] == "done":
                     finished_stream = True
+                elif item[0] != "pic":
+                    markers.append(item)
+                elif len(batch) < settings.batch_size:
+                    batch.append(item)
+                else:  # full: the markers read up to the next picture finish with this batch
+                    carry = item
                     break
-                (batch if item[0] == "pic" else markers).append(item)
             if batch:
                 _detect_batch(detector, batch, todo, settings, writer.root, pool, pending)
                 summary.pictures += len(batch)

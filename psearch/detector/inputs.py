@@ -30,18 +30,22 @@ def _kind(path: Path) -> str | None:
     return IMAGE if suffix in IMAGE_SUFFIXES else VIDEO if suffix in VIDEO_SUFFIXES else None
 
 
-def collect_sources(inputs: list[str | os.PathLike], recursive: bool = False) -> list[Source]:
+def collect_sources(inputs: list[str | os.PathLike], recursive: bool = False,
+                    exclude: str | os.PathLike | None = None) -> list[Source]:
     """Expand files and folders into sources, folders sorted by name, duplicates dropped.
 
-    Raises ``PsearchError`` for a missing path, a file that is neither image nor video, or a
-    folder without any.
+    Files under ``exclude`` (the output folder, whose crops are images too) are left out of
+    folders. Raises ``PsearchError`` for a missing path, a file that is neither image nor
+    video, or a folder without any.
     """
+    skip = Path(exclude).expanduser().absolute() if exclude is not None else None
     sources: dict[Path, Source] = {}
     for item in inputs:
         path = Path(item).expanduser().absolute()
         if path.is_dir():
             files = sorted(p for p in (path.rglob("*") if recursive else path.iterdir())
-                           if p.is_file() and _kind(p) is not None)
+                           if p.is_file() and _kind(p) is not None
+                           and (skip is None or not p.is_relative_to(skip)))
             if not files:
                 hint = "" if recursive else " (use --recursive for subfolders)"
                 raise PsearchError(f"{path}: folder holds no image or video files{hint}")

@@ -169,6 +169,8 @@ def build_detector(cfg: dict[str, Any] | None = None, load_weights: bool = True)
     if len(sizes) != levels:
         raise PsearchError(f"model.anchor_sizes: {len(sizes)} lists for {levels} FPN levels "
                            f"of {cfg['backbone']} (give one list, or one per level)")
+    if len({len(s) for s in sizes}) != 1:  # torchvision's RPN head shares one conv per level
+        raise PsearchError("model.anchor_sizes: every level needs the same number of sizes")
     ratios = tuple(float(r) for r in cfg["aspect_ratios"])
     anchors = AnchorGenerator(tuple(tuple(s) for s in sizes), (ratios,) * levels)
     roi_align = MultiScaleRoIAlign(featmap_names=feature_names, output_size=7, sampling_ratio=2)

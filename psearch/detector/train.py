@@ -13,6 +13,7 @@ import copy
 import hashlib
 import math
 import os
+import time
 from pathlib import Path
 from typing import Any
 
@@ -162,19 +163,22 @@ def train_detector(dataset: PersonSearchDataset, config: dict[str, Any], out_dir
     iters = len(loader)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda it: lr_factor(it, iters, train))
-    start_epoch, losses = 0, {}
+    start_epoch, losses, seconds = 0, {}, 0.0
     if payload is not None:
         model.load_state_dict(payload["model"])
         optimizer.load_state_dict(payload["optimizer"])
         scheduler.load_state_dict(payload["scheduler"])
         start_epoch = payload["epoch"]
         losses = payload.get("losses", {})
+        seconds = payload.get("train_seconds", 0.0)
         torch.manual_seed(train["seed"] + start_epoch)
         loader.generator.manual_seed(train["seed"] + start_epoch)
 
     for epoch in range(start_epoch, train["epochs"]):
+        tic = time.perf_counter()
         losses = _train_epoch(model, loader, optimizer, scheduler, train, device, epoch, progress)
-        state = {"epoch": epoch + 1, "optimizer": optimizer.state_dict(),
+        seconds += time.perf_counter() - tic
+        state = {"epoch": epoch + 1, "train_seconds": seconds, "optimizer": optimizer.state_dict(),
                  "scheduler": scheduler.state_dict(), "data_fingerprint": fingerprint,
                  "losses": losses, "data": {"root": str(dataset.root), "name": dataset.name,
                                             "train_images": len(records)}}
@@ -183,7 +187,8 @@ def train_detector(dataset: PersonSearchDataset, config: dict[str, Any], out_dir
                         **state)
         save_checkpoint(last, CHECKPOINT_KIND, config, model_state, **state)
 
-    metrics: dict[str, Any] = {"epochs": train["epochs"], "losses": losses}
+    metrics: dict[str, Any] = {"epochs": train["epochs"], "train_seconds": seconds,
+                               "losses": losses}
     if evaluate and dataset.gallery:
         detector = PersonDetector(model, config, device=device, checkpoint=str(last.resolve()),
                                   batch_size=train["batch_size"])
