@@ -10,7 +10,7 @@ from psearch.checkpoint import load_checkpoint
 from psearch.cli import main
 from psearch.data import load_dataset
 from psearch.manifest import ManifestWriter, read_manifest
-from psearch.reid.data import IdentityBalancedSampler, build_samples
+from psearch.reid.data import CropDataset, CropStore, IdentityBalancedSampler, build_samples
 from psearch.reid.model import build_reid_net
 from psearch.reid.oim import OIMLoss
 
@@ -54,6 +54,19 @@ def test_detections_take_the_identity_of_a_ground_truth_they_overlap(cuhk_world,
     added = np.flatnonzero(np.all(np.isclose(extra.boxes, near, atol=0.01), axis=1))
     assert len(added) == 1
     assert extra.pid_values[extra.labels[added[0]]] == record.pids[person]
+
+
+def test_crop_cache_holds_the_same_regions_as_decoding_on_demand(cuhk_world):
+    samples = build_samples(load_dataset(cuhk_world, "cuhk").train[:3])
+    cached = CropStore(samples, input_height=64, cache=True, progress=False)
+    lazy = CropStore(samples, input_height=64, cache=False)
+    for i in range(len(samples)):
+        (region, box), (region2, box2) = cached.get(i), lazy.get(i)
+        np.testing.assert_array_equal(region, region2)
+        np.testing.assert_array_equal(box, box2)
+    image, label = CropDataset(cached, (64, 32), augment=True)[0]
+    assert image.shape == (3, 64, 32) and image.dtype == torch.uint8
+    assert label == samples.labels[0]
 
 
 def test_a_few_oim_training_steps_lower_the_loss():
