@@ -12,12 +12,14 @@ measured in the same run; recall@10 is against exact search.
 
     .venv/bin/python benchmarks/gallery_scale.py                    # the full run (~10-15 min)
     .venv/bin/python benchmarks/gallery_scale.py --sizes 10000 --kinds flat,ivf   # quick look
+    .venv/bin/python benchmarks/gallery_scale.py --threads 1      # as recorded in results/
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import resource
 import statistics
@@ -28,6 +30,7 @@ from pathlib import Path
 
 import faiss
 import numpy as np
+from threadpoolctl import threadpool_limits
 
 from psearch.gallery import index as ix
 from psearch.gallery.rows import Rows
@@ -115,10 +118,13 @@ def bench_kind(kind: str, vectors: np.ndarray, rows: Rows, queries: np.ndarray,
     gallery = Gallery.load(directory)
     load_s = time.perf_counter() - t
     single = [q[None] for q in queries]
-    gallery.matches(single[0], K)  # warm up (GPU copy, caches)
-    api = summary(timed_ms(lambda q: gallery.matches(q, K), single))
     raw_index = gallery._searcher()
-    raw = summary(timed_ms(lambda q: raw_index.search(q, K), single))
+    gallery.matches(single[0], K)  # warm up (GPU copy, caches)
+    api_ms, raw_ms = [], []
+    for q in single:  # interleaved, so that both see the same machine load
+        api_ms += timed_ms(lambda x: gallery.matches(x, K), [q])
+        raw_ms += timed_ms(lambda x: raw_index.search(x, K), [q])
+    api, raw = summary(api_ms), summary(raw_ms)
     t = time.perf_counter()
     _, found = gallery.search(queries, K)
     batch_s = time.perf_counter() - t
@@ -165,7 +171,7 @@ def run(sizes: list[int], kinds: list[str], n_queries: int, hnsw_max: int, seed:
     return {
         "benchmark": "gallery_scale", "dim": DIM, "k": K, "queries": n_queries,
         "views_per_identity": VIEWS_PER_ID, "view_noise": VIEW_NOISE,
-        "machine": {"cpus": faiss.omp_get_max_threads(), "platform": platform.platform(),
+        "machine": {"cpus": os.cpu_count(), "platform": platform.platform(),
                     "faiss": faiss.__version__, "numpy": np.__version__,
                     "gpus": faiss.get_num_gpus()},
         "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
@@ -203,10 +209,17 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--hnsw-max", type=int, default=100_000,
                         help="skip HNSW above this many rows (its build is the slow part)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--threads", type=int, default=0,
+                        help="FAISS and BLAS threads (0: their defaults, all cores)")
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
-    report = run([int(s) for s in args.sizes.split(",")], args.kinds.split(","), args.queries,
-                 args.hnsw_max, args.seed)
+    if args.threads:
+        faiss.omp_set_num_threads(args.threads)
+    with threadpool_limits(limits=args.threads or None):
+        report = run([int(s) for s in args.sizes.split(",")], args.kinds.split(","),
+                     args.queries, args.hnsw_max, args.seed)
+    report["threads"] = args.threads or faiss.omp_get_max_threads()
+    report["load_average"] = [round(v, 2) for v in os.getloadavg()]
     report["command"] = " ".join(["benchmarks/gallery_scale.py", *sys.argv[1:]])
     table = markdown(report)
     report["table"] = table
