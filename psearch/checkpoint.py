@@ -46,8 +46,9 @@ def load_checkpoint(path: str | os.PathLike, kind: str | None = None,
     try:
         payload = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as exc:  # corrupt file, pickle with code, truncated zip, ...
-        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise PsearchError(f"{path}: not a readable psearch checkpoint ({first_line})") from None
+        detail = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        reason = f"{type(exc).__name__}: {detail}" if detail else type(exc).__name__
+        raise PsearchError(f"{path}: not a readable psearch checkpoint ({reason})") from None
     if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
         raise PsearchError(f"{path}: not a psearch checkpoint (no '{CHECKPOINT_FORMAT}' header)")
     if payload.get("version", 0) > CHECKPOINT_VERSION:
