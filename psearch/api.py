@@ -21,8 +21,8 @@ from typing import Any
 import numpy as np
 
 from psearch.errors import PsearchError
-from psearch.gallery.inputs import file_sha256
 from psearch.gallery.store import Gallery, Match
+from psearch.io import file_sha256
 from psearch.media import read_image
 
 ImageLike = str | os.PathLike | np.ndarray

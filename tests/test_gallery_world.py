@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 
 from psearch.checkpoint import save_checkpoint
-from psearch.gallery.inputs import file_sha256
 from psearch.gallery.rows import Rows
+from psearch.io import file_sha256
 from psearch.manifest import ManifestWriter
 from psearch.media import write_image
 

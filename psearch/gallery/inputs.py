@@ -7,7 +7,6 @@ row-aligned with the manifest, and ``embeddings.json``
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from dataclasses import dataclass
@@ -74,10 +73,3 @@ def load_gallery_input(embeddings_dir: str | os.PathLike,
     return GalleryInput(vectors, Rows.from_manifest(manifest), reid, provenance)
 
 
-def file_sha256(path: str | os.PathLike) -> str:
-    """Hex SHA-256 of a file, read in 1 MiB blocks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
