@@ -13,7 +13,6 @@ flushed). An interrupted run resumes from there; at the end the partial file is 
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import time
@@ -27,7 +26,7 @@ import numpy as np
 from tqdm import tqdm
 
 from psearch.errors import PsearchError
-from psearch.io import write_json_atomic
+from psearch.io import file_sha256, write_json_atomic
 from psearch.manifest import MANIFEST_NAME, Manifest, manifest_dir, read_manifest
 from psearch.media import read_image
 from psearch.reid.model import ReidModel, resize_crops
@@ -38,15 +37,6 @@ PARTIAL_NAME = "embeddings.partial.npy"
 PROGRESS_NAME = "embeddings.progress.json"
 SAVE_EVERY_S = 10.0
 """Seconds between progress saves (flush of the partial rows + progress file)."""
-
-
-def file_sha256(path: str | os.PathLike) -> str:
-    """Hex SHA-256 of a file's bytes."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def check_crops(manifest: Manifest) -> None:
