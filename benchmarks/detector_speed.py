@@ -1,11 +1,12 @@
 """Detector benchmark: train the CPU-grade detector on a synthetic world, then measure it.
 
-    .venv/bin/python benchmarks/detector_speed.py            # ~10 min on an idle 2-core CPU
+    .venv/bin/python benchmarks/detector_speed.py            # ~11 min on an idle 2-core CPU
 
 1. Generates a CUHK-SYSU-format world (``generate_world(..., "cuhk", seed=0, preset="ci")``:
    320 images of 384x288, 192 train / 128 test).
-2. Trains the ``detector_cpu`` preset (MobileNetV3-Large-FPN from scratch) for ``--epochs``
-   (default: the preset's 6 epochs, about 5-8 minutes on an idle 2-core CPU).
+2. Trains the ``detector_cpu`` preset (MobileNetV3-Large-FPN from scratch, native 288 px short
+   side) on the train split for ``--epochs``. Budget: the preset's 16 epochs = 768 iterations
+   of 4 images, about 8 minutes on an idle 2-core CPU (``--threads 2``).
 3. Speed, each in a fresh subprocess, alternating, best of ``--rounds``: images/s and peak
    resident memory of (a) the bare torchvision model forward on the test images, already
    decoded into tensors, batch 8, and (b) the ``psearch detect`` runner on the same image
@@ -80,7 +81,8 @@ def measure(kind: str, checkpoint: str, image_list: str, device: str) -> dict:
 
 def run_measure(kind: str, checkpoint: Path, image_list: Path, device: str) -> dict:
     out = subprocess.run([sys.executable, __file__, "--measure", kind, "--checkpoint",
-                          str(checkpoint), "--image-list", str(image_list), "--device", device],
+                          str(checkpoint), "--image-list", str(image_list), "--device", device,
+                          "--threads", str(torch.get_num_threads())],
                          check=True, capture_output=True, text=True)
     return json.loads(out.stdout.strip().splitlines()[-1])
 
@@ -92,10 +94,12 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=None, help="Default: the preset's.")
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--threads", type=int, default=2, help="torch CPU threads.")
     parser.add_argument("--measure", choices=["bare", "runner"], help=argparse.SUPPRESS)
     parser.add_argument("--checkpoint", help=argparse.SUPPRESS)
     parser.add_argument("--image-list", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    torch.set_num_threads(args.threads)
     if args.measure:
         print(json.dumps(measure(args.measure, args.checkpoint, args.image_list, args.device)))
         return
@@ -139,13 +143,17 @@ def main() -> None:
 
     result = {
         "command": "benchmarks/detector_speed.py" + (f" --epochs {args.epochs}" if args.epochs
-                                                     else ""),
+                                                     else "")
+                   + (f" --threads {args.threads}" if args.threads != 2 else ""),
         "machine": {"cpus": os.cpu_count(), "torch_threads": torch.get_num_threads(),
                     "device": args.device,
                     "platform": platform.platform(), "torch": torch.__version__},
         "world": {"preset": "ci", "seed": 0, "train_images": len(dataset.train),
                   "test_images": len(dataset.gallery)},
-        "training": {"preset": "detector_cpu", "epochs": epochs, "seconds": train_seconds},
+        "training": {"preset": "detector_cpu", "epochs": epochs, "seconds": train_seconds,
+                     "iterations": epochs * (len(dataset.train) // config["train"]["batch_size"]),
+                     "model": {k: config["model"][k] for k in ("backbone", "weights", "min_size",
+                                                               "max_size")}},
         "speed": {"batch_size": BATCH, "bare_forward": best["bare"], "runner": best["runner"],
                   "overhead": overhead, "rounds": speed},
         "accuracy": accuracy,

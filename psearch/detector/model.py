@@ -25,7 +25,12 @@ from urllib.parse import urlparse
 
 import torch
 from torch import nn
-from torchvision.models import MobileNet_V3_Large_Weights, ResNet50_Weights, mobilenet_v3_large
+from torchvision.models import (
+    MobileNet_V3_Large_Weights,
+    ResNet18_Weights,
+    ResNet50_Weights,
+    mobilenet_v3_large,
+)
 from torchvision.models.detection import (
     FasterRCNN,
     FasterRCNN_MobileNet_V3_Large_FPN_Weights,
@@ -46,9 +51,10 @@ COCO_PERSON = 1
 """Index of "person" in torchvision's COCO category list."""
 
 BACKBONES = {
-    # name: (builder of the FPN backbone, ImageNet weights, COCO Faster R-CNN weights)
+    # name: (builder of the FPN backbone, ImageNet weights, COCO Faster R-CNN weights or None)
     "resnet50_fpn": ("resnet50", ResNet50_Weights.IMAGENET1K_V1,
                      FasterRCNN_ResNet50_FPN_Weights.COCO_V1),
+    "resnet18_fpn": ("resnet18", ResNet18_Weights.IMAGENET1K_V1, None),
     "mobilenet_v3_large_fpn": ("mobilenet_v3_large", MobileNet_V3_Large_Weights.IMAGENET1K_V1,
                                FasterRCNN_MobileNet_V3_Large_FPN_Weights.COCO_V1),
 }
@@ -120,7 +126,7 @@ def _build_backbone(cfg: dict[str, Any]) -> nn.Module:
     if cfg["weights"] == "imagenet":
         _require_cached(imagenet, "ImageNet backbone")
         backbone_weights = imagenet  # found in the cache: torchvision loads it from there
-    if arch == "resnet50":
+    if arch.startswith("resnet"):
         trainable = cfg["trainable_layers"] if cfg["trainable_layers"] is not None else (
             3 if pretrained else 5)
         return resnet_fpn_backbone(backbone_name=arch, weights=backbone_weights,
@@ -213,7 +219,11 @@ def load_detection_weights(model: FasterRCNN, cfg: dict[str, Any]) -> list[str]:
     """
     source = cfg["weights"]
     if source == "coco":
-        path = _require_cached(BACKBONES[cfg["backbone"]][2], "COCO Faster R-CNN")
+        coco = BACKBONES[cfg["backbone"]][2]
+        if coco is None:
+            raise PsearchError(f"model.weights=coco: torchvision has no COCO Faster R-CNN with a "
+                               f"{cfg['backbone']} backbone (use imagenet, a file, or null)")
+        path = _require_cached(coco, "COCO Faster R-CNN")
     else:
         path = Path(source)
         if not path.is_file():
