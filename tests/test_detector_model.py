@@ -58,6 +58,16 @@ def test_missing_coco_weights_name_the_cache_and_never_download(tmp_path, monkey
         build_detector({**TINY_MODEL, "weights": "coco"})
 
 
+def test_resnet18_fpn_has_no_coco_weights_to_start_from() -> None:
+    with pytest.raises(PsearchError, match="no COCO Faster R-CNN"):
+        build_detector({"backbone": "resnet18_fpn", "weights": "coco"})
+
+
+def test_resnet18_fpn_builds_from_scratch_with_one_person_class() -> None:
+    model = build_detector({"backbone": "resnet18_fpn", "min_size": 96, "max_size": 160})
+    assert model.roi_heads.box_predictor.cls_score.out_features == NUM_CLASSES
+
+
 def test_coco_weights_file_gives_its_person_rows_to_the_predictor(tmp_path) -> None:
     torch.manual_seed(0)
     state = build_detector(TINY_MODEL).state_dict()
