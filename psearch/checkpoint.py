@@ -12,6 +12,7 @@ a number, a string, a bool, None, or a list/tuple/dict of those.
 from __future__ import annotations
 
 import os
+import pickle
 from pathlib import Path
 from typing import Any
 
@@ -46,8 +47,11 @@ def load_checkpoint(path: str | os.PathLike, kind: str | None = None,
     try:
         payload = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as exc:  # corrupt file, pickle with code, truncated zip, ...
-        detail = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-        reason = f"{type(exc).__name__}: {detail}" if detail else type(exc).__name__
+        if isinstance(exc, pickle.UnpicklingError):
+            reason = "corrupt, or it holds code, which psearch never unpickles"
+        else:
+            detail = str(exc).strip().splitlines()[0][:120] if str(exc).strip() else ""
+            reason = f"{type(exc).__name__}: {detail}" if detail else type(exc).__name__
         raise PsearchError(f"{path}: not a readable psearch checkpoint ({reason})") from None
     if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
         raise PsearchError(f"{path}: not a psearch checkpoint (no '{CHECKPOINT_FORMAT}' header)")
