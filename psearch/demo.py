@@ -17,17 +17,26 @@ from pathlib import Path
 from typing import Any
 
 import click
+import numpy as np
 
 from psearch.config import apply_overrides, load_config
 from psearch.io import write_json_atomic
 
 WORLD_FORMAT = "cuhk"
+DEMO_REID_EPOCHS = 80
+"""The ci world's train split is small (about 200 labeled crops): epochs are cheap (~1.5 s), and
+20 (reid_cpu's count for larger worlds) leave the model under-trained there."""
 
 
 def run_demo(out: str | Path, preset: str = "ci", seed: int = 0, device: str = "auto",
-             detector_epochs: int | None = None, reid_epochs: int | None = None, top_k: int = 5,
-             query_index: int = 0, log: Callable[[str], None] = print) -> dict[str, Any]:
-    """Run the whole cascade under ``out`` and return a summary (also ``out/summary.json``)."""
+             detector_epochs: int | None = None, reid_epochs: int | None = DEMO_REID_EPOCHS,
+             top_k: int = 5, query_index: int | None = None,
+             log: Callable[[str], None] = print) -> dict[str, Any]:
+    """Run the whole cascade under ``out`` and return a summary (also ``out/summary.json``).
+
+    ``query_index``: which of the world's queries to search for; None picks the tallest one.
+    The query's own image is left out of the shown matches, as the protocols do.
+    """
     from psearch.api import PersonSearch
     from psearch.data import load_dataset
     from psearch.data.synth import generate_world
@@ -93,16 +102,25 @@ def run_demo(out: str | Path, preset: str = "ci", seed: int = 0, device: str = "
         paths["embeddings"], paths["gallery"], overwrite=True))
 
     search = PersonSearch(gallery, device=device)
+    if query_index is None:
+        query_index = max(range(len(dataset.queries)),
+                          key=lambda q: float(np.ptp(dataset.queries[q].box[1::2])))
     query = dataset.queries[query_index % len(dataset.queries)]
     query_path = dataset.image(query.image).path
-    matches = search.query(query_path, query.box, top_k=top_k)
+    [ranked] = search.query_boxes(query_path, [query.box], top_k=top_k + len(dataset.image(
+        query.image).boxes))
+    matches = [m for m in ranked if Path(m.source).name != query.image][:top_k]
+    for rank, match in enumerate(matches, start=1):
+        match.rank = rank
     sheet = search.draw(query_path, query.box, matches, out / "result.png")
     box_text = ",".join(f"{v:.0f}" for v in query.box)
     log(click.style("== query", bold=True))
     log(f"psearch query --gallery {paths['gallery']} --image {query_path} --box {box_text}")
+    log(f"(query {query_index}: person {query.pid}; matches in other images than the query's)")
     for match in matches:
+        verdict = "same person" if is_person(dataset, match, query.pid) else ""
         log(f"  {match.rank:>2}  {match.score:.3f}  {Path(match.source).name:<12} "
-            f"box {','.join(f'{v:.0f}' for v in match.box)}")
+            f"box {','.join(f'{v:.0f}' for v in match.box):<18} {verdict}")
     log(f"result sheet: {sheet}")
 
     results, _ = gallery_results(gallery, dataset, search.embedder)
@@ -119,6 +137,15 @@ def run_demo(out: str | Path, preset: str = "ci", seed: int = 0, device: str = "
     return summary
 
 
+def is_person(dataset: Any, match: Any, pid: int) -> bool:
+    """Whether a match's box is the ground-truth box of person ``pid`` (IoU >= 0.5)."""
+    from psearch.evaluation import box_iou
+
+    record = dataset.image(Path(match.source).name)
+    gt = record.boxes[record.pids == pid]
+    return bool(len(gt)) and float(box_iou(match.box[None], gt).max()) >= 0.5
+
+
 @click.command("demo")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("runs/demo"),
               show_default=True, help="Directory for every stage's output.")
@@ -128,13 +155,13 @@ def run_demo(out: str | Path, preset: str = "ci", seed: int = 0, device: str = "
 @click.option("--device", default="auto", show_default=True, help="cpu, cuda or auto.")
 @click.option("--detector-epochs", type=int, default=None,
               help="Override the detector_cpu preset's epochs.")
-@click.option("--reid-epochs", type=int, default=None,
-              help="Override the reid_cpu preset's epochs.")
+@click.option("--reid-epochs", type=int, default=DEMO_REID_EPOCHS, show_default=True,
+              help="Re-ID training epochs (reid_cpu preset otherwise).")
 @click.option("--top-k", type=int, default=5, show_default=True, help="Matches to show.")
-@click.option("--query", "query_index", type=int, default=0, show_default=True,
-              help="Which of the world's queries to search for.")
+@click.option("--query", "query_index", type=int, default=None,
+              help="Which of the world's queries to search for (default: the tallest person).")
 def demo_command(out: Path, preset: str, seed: int, device: str, detector_epochs: int | None,
-                 reid_epochs: int | None, top_k: int, query_index: int) -> None:
+                 reid_epochs: int | None, top_k: int, query_index: int | None) -> None:
     """Run the whole cascade on a generated world and search for one person.
 
     Generates a synthetic CUHK-SYSU-format world, trains the CPU-grade detector and re-ID model
