@@ -29,7 +29,8 @@ def write_image(path: str | os.PathLike, rgb: np.ndarray, jpeg_quality: int = 95
     """Write an RGB uint8 image; the format follows the file suffix."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    params = [cv2.IMWRITE_JPEG_QUALITY, jpeg_quality] if path.suffix.lower() in (".jpg", ".jpeg") else []
+    is_jpeg = path.suffix.lower() in (".jpg", ".jpeg")
+    params = [cv2.IMWRITE_JPEG_QUALITY, jpeg_quality] if is_jpeg else []
     if not cv2.imwrite(str(path), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), params):
         raise PsearchError(f"{path}: cannot write image")
 
