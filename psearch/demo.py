@@ -56,19 +56,17 @@ def run_demo(out: str | Path, preset: str = "ci", seed: int = 0, device: str = "
              ("world", "detector", "detections", "reid", "embeddings", "gallery")}
     seconds: dict[str, float] = {}
 
-    def stage(name: str) -> Callable[[Callable[[], Any]], Any]:
-        def run(fn: Callable[[], Any]) -> Any:
-            log(click.style(f"== {name}", bold=True))
-            start = time.perf_counter()
-            result = fn()
-            seconds[name] = round(time.perf_counter() - start, 1)
-            return result
-        return run
+    def stage(name: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        """Run one stage, announcing it and timing it into ``seconds``."""
+        log(click.style(f"== {name}", bold=True))
+        start = time.perf_counter()
+        result = fn(*args, **kwargs)
+        seconds[name] = round(time.perf_counter() - start, 1)
+        return result
 
     world = paths["world"]
     if not (world / "synth_summary.json").is_file():
-        stage("generate world")(lambda: generate_world(world, WORLD_FORMAT, seed=seed,
-                                                       preset=preset))
+        stage("generate world", generate_world, world, WORLD_FORMAT, seed=seed, preset=preset)
     dataset = load_dataset(world, WORLD_FORMAT)
     log(f"world: {len(dataset.train)} train images, {len(dataset.gallery)} gallery images, "
         f"{len(dataset.queries)} queries ({world})")
@@ -76,9 +74,8 @@ def run_demo(out: str | Path, preset: str = "ci", seed: int = 0, device: str = "
     det_dir = paths["detector"]
     if not (det_dir / METRICS_NAME).is_file():
         det_cfg = load_config("detector_cpu")
-        stage("train detector")(lambda: train_detector(
-            dataset, det_cfg, det_dir, device=device, resume=(det_dir / LAST_NAME).is_file(),
-            epochs=detector_epochs))
+        stage("train detector", train_detector, dataset, det_cfg, det_dir, device=device,
+              resume=(det_dir / LAST_NAME).is_file(), epochs=detector_epochs)
     detector_metrics = json.loads((det_dir / METRICS_NAME).read_text())
 
     reid_dir = paths["reid"]
@@ -88,18 +85,17 @@ def run_demo(out: str | Path, preset: str = "ci", seed: int = 0, device: str = "
     history_path = reid_dir / HISTORY_NAME
     done_epochs = len(json.loads(history_path.read_text())) if history_path.is_file() else 0
     if done_epochs < int(reid_cfg["train"]["epochs"]):
-        stage("train re-ID")(lambda: train_reid(
-            dataset, reid_cfg, reid_dir, device=device,
-            resume=(reid_dir / CHECKPOINT_NAME).is_file(), log=log))
+        stage("train re-ID", train_reid, dataset, reid_cfg, reid_dir, device=device,
+              resume=(reid_dir / CHECKPOINT_NAME).is_file(), log=log)
 
     detector = load_detector(det_dir / LAST_NAME, device=device)
     sources = collect_sources([r.path for r in dataset.gallery])
-    stage("detect gallery images")(lambda: run_detect(detector, sources, paths["detections"]))
+    stage("detect gallery images", run_detect, detector, sources, paths["detections"])
     reid_model = ReidModel.from_checkpoint(reid_dir / CHECKPOINT_NAME, device=device)
-    stage("embed detections")(lambda: embed_manifest(reid_model, paths["detections"],
-                                                     paths["embeddings"], restart=True, log=log))
-    gallery = stage("index gallery")(lambda: index_embeddings(
-        paths["embeddings"], paths["gallery"], overwrite=True))
+    stage("embed detections", embed_manifest, reid_model, paths["detections"],
+          paths["embeddings"], restart=True, log=log)
+    gallery = stage("index gallery", index_embeddings, paths["embeddings"], paths["gallery"],
+                    overwrite=True)
 
     search = PersonSearch(gallery, device=device)
     if query_index is None:
@@ -107,8 +103,11 @@ def run_demo(out: str | Path, preset: str = "ci", seed: int = 0, device: str = "
                           key=lambda q: float(np.ptp(dataset.queries[q].box[1::2])))
     query = dataset.queries[query_index % len(dataset.queries)]
     query_path = dataset.image(query.image).path
-    [ranked] = search.query_boxes(query_path, [query.box], top_k=top_k + len(dataset.image(
-        query.image).boxes))
+    # Ask for enough matches that dropping every detection of the query's own image leaves top_k.
+    rows = gallery.rows
+    source_names = np.array([Path(s).name for s in rows.sources.tolist()])
+    own_rows = int((source_names[rows.source_ids] == query.image).sum())
+    [ranked] = search.query_boxes(query_path, [query.box], top_k=top_k + own_rows)
     matches = [m for m in ranked if Path(m.source).name != query.image][:top_k]
     for rank, match in enumerate(matches, start=1):
         match.rank = rank

@@ -27,6 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from psearch.errors import PsearchError
+from psearch.io import atomic_path
 
 MANIFEST_NAME = "manifest.csv"
 SOURCES_NAME = "sources.csv"
@@ -119,8 +120,6 @@ class ManifestWriter:
 
     def _repair(self) -> None:
         """Drop rows of unfinished inputs left by an interrupted run (rewritten atomically)."""
-        from psearch.io import atomic_path
-
         manifest_path = self.root / MANIFEST_NAME
         if not manifest_path.is_file():
             return

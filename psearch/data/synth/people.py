@@ -320,35 +320,30 @@ def render_person(
             H,
         )
 
+    def draw_long_hair(bottom_half_width: float, bottom_y: float) -> None:
+        """The hair that falls below the head: a trapezoid from the head's centre line down."""
+        top = head_a[0] * 1.1
+        canvas.poly(
+            np.array(
+                [
+                    [cx - top, head_c[1]],
+                    [cx + top, head_c[1]],
+                    [cx + bottom_half_width, bottom_y],
+                    [cx - bottom_half_width, bottom_y],
+                ]
+            ),
+            ident.hair,
+        )
+
     def draw_head() -> None:
         if ident.hair_style == "long" and view != "back":
-            canvas.poly(
-                np.array(
-                    [
-                        [cx - head_a[0] * 1.1, head_c[1]],
-                        [cx + head_a[0] * 1.1, head_c[1]],
-                        [cx + head_a[0] * 1.1, 0.2 * H],
-                        [cx - head_a[0] * 1.1, 0.2 * H],
-                    ]
-                ),
-                ident.hair,
-            )
+            draw_long_hair(head_a[0] * 1.1, 0.2 * H)
         canvas.ellipse(head_c, head_a, ident.skin)
         if ident.hair_style != "bald":
             if view == "back":
                 canvas.ellipse(head_c, (head_a[0] * 1.05, head_a[1] * 1.02), ident.hair)
                 if ident.hair_style == "long":
-                    canvas.poly(
-                        np.array(
-                            [
-                                [cx - head_a[0] * 1.1, head_c[1]],
-                                [cx + head_a[0] * 1.1, head_c[1]],
-                                [cx + head_a[0] * 1.0, 0.22 * H],
-                                [cx - head_a[0] * 1.0, 0.22 * H],
-                            ]
-                        ),
-                        ident.hair,
-                    )
+                    draw_long_hair(head_a[0] * 1.0, 0.22 * H)
             elif side:
                 canvas.ellipse(
                     head_c, (head_a[0] * 1.05, head_a[1] * 1.02), ident.hair, start=90, end=300
