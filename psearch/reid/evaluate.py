@@ -6,6 +6,7 @@ figures measure the embedding alone (a perfect detector).
 
 from __future__ import annotations
 
+import dataclasses
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Protocol
 
@@ -13,6 +14,7 @@ import numpy as np
 from tqdm import tqdm
 
 from psearch.data.annotations import PersonSearchDataset
+from psearch.evaluation.results import SearchResults
 from psearch.media import read_image
 from psearch.reid.model import crop_boxes
 
@@ -58,19 +60,48 @@ def evaluate_gt_boxes(embedder: Embedder, dataset: PersonSearchDataset, progress
     from psearch.evaluation import evaluate_search, search_protocols
     from psearch.evaluation.protocols import is_cuhk
 
-    gallery = dataset.gallery
-    feats = embed_boxes_of_images(embedder, [r.path for r in gallery], [r.boxes for r in gallery],
-                                  progress, "eval gallery")
-    detections = {r.name: (r.boxes, np.ones(len(r.boxes), np.float32), f)
-                  for r, f in zip(gallery, feats, strict=True)}
-    queries = dataset.queries
-    query_feats = embed_boxes_of_images(
-        embedder, [dataset.image(q.image).path for q in queries], [q.box[None] for q in queries],
-        progress, "eval queries")
-    query_feats = np.concatenate(query_feats) if query_feats else None
+    results = ground_truth_results(embedder, dataset, progress)
     if not protocol:  # the headline protocol: CUHK-SYSU's largest standard gallery, else all
         protocols = search_protocols(dataset)
         name = list(protocols)[-1] if is_cuhk(dataset) else next(iter(protocols))
         protocol = {"protocol": name, **protocols[name]}
     name = protocol.pop("protocol", "custom")
-    return {"protocol": name, **evaluate_search(dataset, detections, query_feats, **protocol)}
+    return {"protocol": name, **evaluate_search(dataset, results, **protocol)}
+
+
+def ground_truth_results(embedder: Embedder, dataset: PersonSearchDataset,
+                         progress: bool = False) -> SearchResults:
+    """Every ground-truth box of the test images as a detection of score 1.0, with features."""
+    gallery = dataset.gallery
+    feats = embed_boxes_of_images(embedder, [r.path for r in gallery], [r.boxes for r in gallery],
+                                  progress, "eval gallery")
+    detections = {r.name: (r.boxes, np.ones(len(r.boxes), np.float32), f)
+                  for r, f in zip(gallery, feats, strict=True)}
+    return SearchResults.from_per_image(detections, embed_query_boxes(embedder, dataset, progress))
+
+
+def embed_query_boxes(embedder: Embedder, dataset: PersonSearchDataset,
+                      progress: bool = False) -> np.ndarray | None:
+    """Features [Q, D] of the dataset's query boxes (row q = ``dataset.queries[q]``)."""
+    queries = dataset.queries
+    feats = embed_boxes_of_images(
+        embedder, [dataset.image(q.image).path for q in queries], [q.box[None] for q in queries],
+        progress, "eval queries")
+    return np.concatenate(feats) if feats else None
+
+
+def reembed_results(embedder: Embedder, dataset: PersonSearchDataset, results: SearchResults,
+                    progress: bool = False) -> SearchResults:
+    """``results``' detections (same boxes, scores and order) with ``embedder``'s features."""
+    order = np.argsort(results.det_image, kind="stable")
+    images = np.unique(results.det_image[order])
+    starts = np.searchsorted(results.det_image[order], images)
+    groups = np.split(order, starts[1:])
+    feats = embed_boxes_of_images(
+        embedder, [dataset.image(str(results.image_names[i])).path for i in images],
+        [results.boxes[g] for g in groups], progress, "embed detections")
+    features = np.zeros((len(results.boxes), int(feats[0].shape[1]) if feats else 0), np.float32)
+    for rows, f in zip(groups, feats, strict=True):
+        features[rows] = f
+    return dataclasses.replace(results, features=features,
+                               query_features=embed_query_boxes(embedder, dataset, progress))
