@@ -15,13 +15,13 @@ Also: detection AP and recall, detection images/s (``psearch detect``), embeddin
 query latency (embed the query box + search the gallery). Outputs: results/cascade.json,
 results/cascade.md (the tables) and results/cascade_cmc.png (CMC curves).
 
-CPU budget (2 cores): per world ~2 min to generate, ~15 min for the detector (detector_cpu,
-DETECTOR_EPOCHS epochs), ~15 min for re-ID (REID_CONFIG), a few minutes for detection, HOG and
-evaluation: about 70 minutes for both worlds. Finished stages under --work are reused (and
-interrupted trainings resume) unless --fresh; the results are written only when every stage of
-every world succeeded.
+CPU budget (2 cores; measured, results/cascade.json): per world under a minute to generate,
+11-21 min for the detector (detector_cpu, DETECTOR_EPOCHS epochs), 6-11 min for re-ID
+(REID_CONFIG), a few minutes for detection, HOG and scoring: 60 minutes for both worlds.
+Finished stages under --work are reused (and interrupted trainings resume) unless --fresh; the
+results are written only when every stage of every world succeeded.
 
-    python benchmarks/cascade.py                      # both worlds, ~70 min on 2 CPU cores
+    python benchmarks/cascade.py                      # both worlds, ~60 min on 2 CPU cores
     python benchmarks/cascade.py --formats cuhk --work runs/bench_cascade
     python benchmarks/cascade.py --smoke              # tiny worlds, minutes: checks the plumbing
 """
@@ -48,7 +48,8 @@ RESULTS = Path(__file__).parent / "results"
 WORLD_SEED = 0
 DETECTOR_EPOCHS = 3
 """detector_cpu on a bench world: 3 epochs of 1440 (CUHK) / 1200 (PRW) images, batch 4, with
-the learning-rate step before the last epoch: ~1000 iterations, ~12-15 min on 2 cores."""
+the learning-rate step before the last epoch: 1080 / 900 iterations (PRW: 11 min on 2 idle
+cores)."""
 REID_CONFIG = "reid_bench"
 HOG_UPSCALE = 2.0
 """HOG's window is 64x128 px: enlarging the pictures lets it see the smaller people."""
@@ -81,7 +82,7 @@ class Stages:
                                          + ".log")
         log_path.parent.mkdir(parents=True, exist_ok=True)
         self.log(f"  {name}: psearch {' '.join(map(str, args[:12]))}"
-                 f"{' ...' if len(args) > 12 else ''}")
+                 f"{' ...' if len(args) > 12 else ''} (log: {log_path})")
         start = time.perf_counter()
         with open(log_path, "w") as out:
             rc = subprocess.call(argv, stdout=out, stderr=subprocess.STDOUT, env=self.env)
@@ -171,12 +172,12 @@ def build_world(fmt: str, args: argparse.Namespace, env: dict[str, str],
 
 def score(dataset: Any, results: Any) -> dict[str, Any]:
     """The standard report plus a CMC curve (top-k for k in CMC_RANKS) per search protocol."""
-    from psearch.evaluation import evaluate, evaluate_search, search_protocols
+    from psearch.evaluation import evaluate
 
-    report = evaluate(dataset, results)
-    for name, kwargs in search_protocols(dataset).items():
-        cmc = evaluate_search(dataset, results, topk=CMC_RANKS, **kwargs)
-        report["search"][name]["cmc"] = [cmc[f"top{k}"] for k in CMC_RANKS]
+    report = evaluate(dataset, results, topk=CMC_RANKS)
+    for metrics in report["search"].values():
+        cmc = [metrics.pop(f"top{k}") for k in CMC_RANKS]
+        metrics.update({f"top{k}": cmc[k - 1] for k in (1, 5, 10)}, cmc=cmc)
     return report
 
 

@@ -37,3 +37,16 @@ def test_reembed_keeps_boxes_and_order_and_swaps_features(cuhk_world):
     np.testing.assert_array_equal(again.det_image, shuffled.det_image)
     np.testing.assert_allclose(again.features, truth.features[order], atol=1e-6)
     np.testing.assert_allclose(again.query_features, truth.query_features, atol=1e-6)
+
+
+def test_evaluate_reports_the_requested_ranks(cuhk_world):
+    from psearch.evaluation import evaluate
+
+    dataset = load_dataset(cuhk_world, "cuhk")
+    results = ground_truth_results(ColorHistogramEmbedder(), dataset)
+    default = evaluate(dataset, results)
+    ranks = evaluate(dataset, results, topk=range(1, 11))
+    for name, metrics in default["search"].items():
+        cmc = [ranks["search"][name][f"top{k}"] for k in range(1, 11)]
+        assert cmc == sorted(cmc)  # a CMC curve never falls
+        assert [metrics[f"top{k}"] for k in (1, 5, 10)] == [cmc[0], cmc[4], cmc[9]]

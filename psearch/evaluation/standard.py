@@ -10,7 +10,7 @@ from psearch.evaluation.detection import evaluate_detection
 from psearch.evaluation.metrics import DET_THRESH
 from psearch.evaluation.protocols import FULL_SET_BASE, is_cuhk
 from psearch.evaluation.results import SearchResults
-from psearch.evaluation.search import evaluate_search
+from psearch.evaluation.search import TOPK, evaluate_search
 
 CUHK_GALLERY_SIZES = (50, 100)
 """Gallery sizes reported by default on CUHK-SYSU (100 is the headline figure)."""
@@ -62,9 +62,10 @@ def evaluate(
     gallery_sizes: Sequence[int] | None = None,
     full_set: bool = False,
     det_thresh: float = DET_THRESH,
+    topk: Sequence[int] = TOPK,
     progress: bool = False,
 ) -> dict:
-    """Run the dataset's standard set of protocols on ``results``.
+    """Run the dataset's standard set of protocols on ``results`` (top-k for each k in ``topk``).
 
     Returns ``{"dataset", "det_thresh", "search": {protocol: {"mAP", "top1", "top5", "top10",
     "queries", "skipped_queries"}}, "detection": {"all" | "labeled": {"ap", "recall", "gt",
@@ -80,7 +81,7 @@ def evaluate(
     if results.has_features:
         for name, kwargs in protocols.items():
             report["search"][name] = evaluate_search(
-                dataset, results, det_thresh=det_thresh, progress=progress, **kwargs
+                dataset, results, det_thresh=det_thresh, topk=topk, progress=progress, **kwargs
             )
     for name, labeled_only in (("all", False), ("labeled", True)):
         report["detection"][name] = evaluate_detection(

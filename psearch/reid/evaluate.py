@@ -101,7 +101,7 @@ def reembed_results(embedder: Embedder, dataset: PersonSearchDataset, results: S
         embedder, [dataset.image(str(results.image_names[i])).path for i in images],
         [results.boxes[g] for g in groups], progress, "embed detections")
     features = np.zeros((len(results.boxes), int(feats[0].shape[1]) if feats else 0), np.float32)
-    for rows, f in zip(groups, feats, strict=True):
-        features[rows] = f
+    if feats:
+        features[order] = np.concatenate(feats)  # the groups, concatenated, are ``order``
     return dataclasses.replace(results, features=features,
                                query_features=embed_query_boxes(embedder, dataset, progress))
