@@ -9,10 +9,10 @@ import torch
 from psearch.checkpoint import load_checkpoint
 from psearch.cli import main
 from psearch.data import load_dataset
+from psearch.losses import OIMLoss
 from psearch.manifest import ManifestWriter, read_manifest
 from psearch.reid.data import CropDataset, CropStore, IdentityBalancedSampler, build_samples
 from psearch.reid.model import build_reid_net
-from psearch.reid.oim import OIMLoss
 
 TINY_ARGS = ["--set", "model.backbone=test_resnet", "--set", "model.input_size=[64,32]",
              "--set", "data.p=4", "--set", "data.k=2", "--set", "data.unlabeled_per_batch=4",

@@ -21,6 +21,7 @@ from torchvision.ops import nms
 
 from psearch.checkpoint import load_checkpoint
 from psearch.detector.model import build_detector
+from psearch.device import resolve_device
 from psearch.errors import PsearchError
 
 Detections = list[tuple[np.ndarray, np.ndarray]]
@@ -36,19 +37,6 @@ class Detector(Protocol):
                max_detections: int | None = None) -> Detections: ...
 
     def describe(self) -> dict[str, Any]: ...
-
-
-def resolve_device(device: str | torch.device | None) -> torch.device:
-    """``None``/"auto": CUDA when available, else CPU; refuse CUDA when there is none."""
-    if device in (None, "auto"):
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(device)
-    except RuntimeError:
-        raise PsearchError(f"--device {device!r}: expected cpu, cuda or cuda:N") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise PsearchError("--device cuda: no CUDA device is available here (use --device cpu)")
-    return device
 
 
 def _check_images(images: list[np.ndarray]) -> None:

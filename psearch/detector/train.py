@@ -24,8 +24,9 @@ from tqdm import tqdm
 
 from psearch.checkpoint import load_checkpoint, save_checkpoint
 from psearch.data.annotations import ImageRecord, PersonSearchDataset
-from psearch.detector.inference import PersonDetector, resolve_device
+from psearch.detector.inference import PersonDetector
 from psearch.detector.model import build_detector, resolve_model_config
+from psearch.device import resolve_device
 from psearch.errors import PsearchError
 from psearch.io import write_json_atomic
 from psearch.media import read_image

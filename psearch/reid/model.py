@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from psearch.checkpoint import load_checkpoint
+from psearch.device import resolve_device
 from psearch.errors import PsearchError
 
 CHECKPOINT_KIND = "reid"
@@ -39,19 +40,6 @@ DEFAULT_MODEL_CONFIG: dict[str, Any] = {
 def model_config(cfg: dict[str, Any] | None) -> dict[str, Any]:
     """``cfg`` completed with the defaults of ``DEFAULT_MODEL_CONFIG``."""
     return {**copy.deepcopy(DEFAULT_MODEL_CONFIG), **(cfg or {})}
-
-
-def resolve_device(device: str | torch.device | None) -> torch.device:
-    """``"auto"``/None -> CUDA when available, else CPU; anything else as torch understands it."""
-    if device is None or str(device) == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(device)
-    except RuntimeError as exc:
-        raise PsearchError(f"device {device!r}: {exc}") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise PsearchError(f"device {device}: CUDA is not available on this machine")
-    return device
 
 
 def create_backbone(cfg: dict[str, Any], pretrained: bool | None = None) -> nn.Module:

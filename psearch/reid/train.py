@@ -22,8 +22,10 @@ from tqdm import tqdm
 
 from psearch.checkpoint import load_checkpoint, save_checkpoint
 from psearch.data.annotations import PersonSearchDataset
+from psearch.device import resolve_device
 from psearch.errors import PsearchError
 from psearch.io import write_json_atomic
+from psearch.losses import build_loss
 from psearch.manifest import Manifest
 from psearch.reid.data import (
     CropDataset,
@@ -39,9 +41,7 @@ from psearch.reid.model import (
     build_reid_net,
     load_net_state,
     model_config,
-    resolve_device,
 )
-from psearch.reid.oim import build_loss
 
 CHECKPOINT_NAME = "reid.pt"
 HISTORY_NAME = "history.json"

@@ -1,5 +1,8 @@
-"""Identity losses: OIM (Xiao et al. 2017, "Joint Detection and Identification Feature Learning
-for Person Search") and a plain softmax cross-entropy baseline.
+"""Identity losses shared by every stage: OIM (Xiao et al. 2017, "Joint Detection and
+Identification Feature Learning for Person Search") and a plain softmax cross-entropy baseline.
+
+Imports torch only (no torchvision, timm or stage package), so the re-ID stage and the joint
+models build on the same modules.
 
 Both take the neck features [B, D] (before normalisation) and labels int64 [B] in
 ``0 .. num_ids - 1`` for labeled people and ``UNLABELED_PID`` (-1) for unlabeled ones.
@@ -12,6 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from psearch.data.annotations import UNLABELED_PID
+from psearch.errors import PsearchError
 
 
 class OIMLoss(nn.Module):
@@ -107,4 +111,4 @@ def build_loss(name: str, dim: int, num_ids: int, cfg: dict) -> nn.Module:
                        momentum=float(cfg.get("momentum", 0.5)))
     if name == "softmax":
         return SoftmaxLoss(dim, num_ids)
-    raise ValueError(f"unknown loss {name!r}; expected one of {', '.join(LOSSES)}")
+    raise PsearchError(f"loss.name {name!r}: expected one of {', '.join(LOSSES)}")

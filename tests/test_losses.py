@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from psearch.reid.oim import OIMLoss, SoftmaxLoss
+from psearch.losses import OIMLoss, SoftmaxLoss
 
 SCALE = 30.0
 
