@@ -12,13 +12,9 @@ from psearch.checkpoint import load_checkpoint
 from psearch.data import load_dataset
 from psearch.detector import HogDetector, PersonDetector, build_detector, load_detector
 from psearch.detector.model import NUM_CLASSES
-from psearch.detector.train import (
-    DetectionTrainSet,
-    _collate,
-    lr_factor,
-    resolve_config,
-    train_detector,
-)
+from psearch.detector.targets import DetectionTrainSet
+from psearch.detector.targets import collate as _collate
+from psearch.detector.train import lr_factor, resolve_config, train_detector
 from psearch.errors import PsearchError
 
 # A detector small enough to train a few iterations in seconds on one core.

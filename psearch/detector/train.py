@@ -19,13 +19,15 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from psearch.checkpoint import load_checkpoint, save_checkpoint
 from psearch.data.annotations import ImageRecord, PersonSearchDataset
 from psearch.detector.inference import PersonDetector
 from psearch.detector.model import build_detector, resolve_model_config
+from psearch.detector.targets import DetectionTrainSet
+from psearch.detector.targets import collate as _collate
 from psearch.device import resolve_device
 from psearch.errors import PsearchError
 from psearch.io import write_json_atomic
@@ -73,37 +75,6 @@ def data_fingerprint(records: list[ImageRecord]) -> str:
         digest.update(record.name.encode())
         digest.update(np.round(record.boxes, 2).astype(np.float32).tobytes())
     return digest.hexdigest()
-
-
-class DetectionTrainSet(Dataset):
-    """Train images as (uint8 tensor [3, H, W], {"boxes": float [N, 4], "labels": int64 [N]}).
-
-    Boxes are clipped to the image; boxes under one pixel wide or high are dropped. With
-    probability ``hflip`` the image and its boxes are mirrored.
-    """
-
-    def __init__(self, records: list[ImageRecord], hflip: float = 0.5) -> None:
-        self.records, self.hflip = records, hflip
-
-    def __len__(self) -> int:
-        return len(self.records)
-
-    def __getitem__(self, i: int) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        record = self.records[i]
-        image = torch.from_numpy(read_image(record.path)).permute(2, 0, 1)
-        h, w = image.shape[1:]
-        boxes = torch.from_numpy(record.boxes.copy())
-        boxes[:, 0::2] = boxes[:, 0::2].clamp(0, w)
-        boxes[:, 1::2] = boxes[:, 1::2].clamp(0, h)
-        boxes = boxes[((boxes[:, 2:] - boxes[:, :2]) >= 1).all(1)]
-        if torch.rand(()) < self.hflip:
-            image = image.flip(-1)
-            boxes = torch.stack([w - boxes[:, 2], boxes[:, 1], w - boxes[:, 0], boxes[:, 3]], 1)
-        return image, {"boxes": boxes, "labels": torch.ones(len(boxes), dtype=torch.int64)}
-
-
-def _collate(batch: list) -> tuple[list, list]:
-    return [b[0] for b in batch], [b[1] for b in batch]
 
 
 def lr_factor(iteration: int, iters_per_epoch: int, train: dict[str, Any]) -> float:
