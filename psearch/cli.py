@@ -19,6 +19,7 @@ STAGE_COMMAND_MODULES = (
     "psearch.evaluation.commands",
     "psearch.detector.commands",
     "psearch.reid.commands",
+    "psearch.joint.commands",
     "psearch.gallery.commands",
     "psearch.demo",
 )

@@ -1,0 +1,127 @@
+"""A trained joint model for users and the other stages: it detects (``Detector`` role), embeds
+boxes on their full frame (``Embedder`` role), or both in one pass.
+
+>>> searcher = JointSearcher.from_checkpoint("runs/joint/last.pt", device="cpu")
+>>> [(boxes, scores)] = searcher.detect([rgb_uint8])
+>>> [(boxes, scores, feats)] = searcher.detect_and_embed([rgb_uint8])   # feats [K, 256]
+>>> feats = searcher.embed_boxes(rgb_uint8, boxes)                       # float32 [K, 256]
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from psearch.checkpoint import load_checkpoint
+from psearch.device import resolve_device
+from psearch.errors import PsearchError
+from psearch.joint.config import CHECKPOINT_KIND, resolve_joint_config
+from psearch.joint.model import JointSearchModel
+
+LOSS_PREFIX = "roi_heads.criterion."
+"""State-dict keys of the identity loss (OIM table and queue): training state only."""
+
+Detections = list[tuple[np.ndarray, np.ndarray, np.ndarray]]
+"""Per image: boxes float32 [K, 4], scores float32 [K], embeddings float32 [K, D] (unit)."""
+
+
+def _check_image(image: np.ndarray, i: int = 0) -> None:
+    if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
+        raise PsearchError(f"image {i}: expected RGB uint8 [H, W, 3], got {image.dtype} "
+                           f"{tuple(image.shape)}")
+
+
+class JointSearcher:
+    """Inference wrapper of a ``JointSearchModel`` (eval mode, no gradients, numpy in/out)."""
+
+    def __init__(self, model: JointSearchModel, config: dict[str, Any],
+                 device: str | torch.device | None = "cpu", checkpoint: str | None = None,
+                 batch_size: int = 8) -> None:
+        self.device = resolve_device(device)
+        self.model = model.to(self.device).eval()
+        self.config, self.batch_size = config, batch_size
+        self.checkpoint_path = Path(checkpoint) if checkpoint else None
+
+    @classmethod
+    def from_checkpoint(cls, path: str | os.PathLike, device: str | torch.device | None = "cpu",
+                        batch_size: int = 8) -> JointSearcher:
+        """Rebuild from a ``psearch train-joint`` checkpoint (no weight files needed)."""
+        payload = load_checkpoint(path, kind=CHECKPOINT_KIND)
+        config = resolve_joint_config(payload["config"])
+        model = JointSearchModel.from_config(config, load_weights=False, with_loss=False)
+        state = {k: v for k, v in payload["model"].items() if not k.startswith(LOSS_PREFIX)}
+        try:
+            model.load_state_dict(state)
+        except (RuntimeError, TypeError) as exc:
+            first = str(exc).strip().splitlines()[0]
+            raise PsearchError(f"{path}: weights do not fit the model of its config ({first})"
+                               ) from None
+        return cls(model, config, device=device, checkpoint=str(Path(path).resolve()),
+                   batch_size=batch_size)
+
+    @property
+    def dim(self) -> int:
+        return self.model.dim
+
+    def _tensors(self, images: list[np.ndarray]) -> list[torch.Tensor]:
+        for i, image in enumerate(images):
+            _check_image(image, i)
+        return [torch.from_numpy(np.ascontiguousarray(img)).to(self.device)
+                .permute(2, 0, 1).float().div_(255) for img in images]
+
+    @torch.inference_mode()
+    def detect_and_embed(self, images: list[np.ndarray], score_thresh: float = 0.5,
+                         max_detections: int | None = None) -> Detections:
+        """Detections of RGB uint8 [H, W, 3] images with their embeddings, one forward pass
+        per batch; sorted by descending score."""
+        heads = self.model.roi_heads
+        saved = heads.score_thresh, heads.detections_per_img
+        heads.score_thresh = score_thresh
+        if max_detections is not None:
+            heads.detections_per_img = max_detections
+        try:
+            out: Detections = []
+            for start in range(0, len(images), self.batch_size):
+                batch = self._tensors(images[start:start + self.batch_size])
+                out.extend((d["boxes"].float().cpu().numpy(), d["scores"].float().cpu().numpy(),
+                            d["embeddings"].float().cpu().numpy())
+                           for d in self.model.detect(batch))
+            return out
+        finally:
+            heads.score_thresh, heads.detections_per_img = saved
+
+    def detect(self, images: list[np.ndarray], score_thresh: float = 0.5,
+               max_detections: int | None = None) -> list[tuple[np.ndarray, np.ndarray]]:
+        """``Detector`` protocol: per image boxes float32 [K, 4] and scores float32 [K]."""
+        return [(b, s) for b, s, _ in self.detect_and_embed(images, score_thresh,
+                                                            max_detections)]
+
+    @torch.inference_mode()
+    def embed_images_boxes(self, images: list[np.ndarray], boxes: list[np.ndarray]
+                           ) -> list[np.ndarray]:
+        """Embeddings float32 [K_i, D] of ``boxes[i]`` [K_i, 4] pooled on ``images[i]``'s
+        full frame, batched by ``batch_size`` images."""
+        out: list[np.ndarray] = []
+        for start in range(0, len(images), self.batch_size):
+            chunk = slice(start, start + self.batch_size)
+            tensors = self._tensors(images[chunk])
+            box_tensors = [torch.as_tensor(np.asarray(b, np.float32).reshape(-1, 4),
+                                           device=self.device) for b in boxes[chunk]]
+            out.extend(f.float().cpu().numpy()
+                       for f in self.model.embed_boxes(tensors, box_tensors))
+        return out
+
+    def embed_boxes(self, image: np.ndarray, boxes: np.ndarray) -> np.ndarray:
+        """``Embedder`` protocol: float32 [N, D] unit embeddings of ``boxes`` [N, 4] in
+        ``image`` (RoI pooling on the full frame, not on crops)."""
+        return self.embed_images_boxes([image], [boxes])[0]
+
+    def describe(self) -> dict[str, Any]:
+        return {"backend": "joint", "model": self.config["reid"]["model"],
+                "checkpoint": str(self.checkpoint_path) if self.checkpoint_path else None,
+                "backbone": self.config["model"]["backbone"], "dim": self.dim,
+                "device": str(self.device)}
