@@ -106,6 +106,10 @@ def load_embedder(reid: dict, device: str = "auto",
         raise PsearchError(f"{path}: sha256 differs from the checkpoint the gallery was built "
                            f"with ({expected[:12]}...); rebuild the gallery with `psearch embed` "
                            "and `psearch index`, or pass the original with --checkpoint")
+    from psearch.joint.infer import JointSearcher, is_joint_checkpoint
+
+    if is_joint_checkpoint(path):  # embeds boxes by RoI pooling on the full frame
+        return JointSearcher.from_checkpoint(path, device)
     from psearch.reid import ReidModel
 
     return ReidModel.from_checkpoint(path, device)

@@ -59,7 +59,8 @@ def train_detector_command(data_root: str, fmt: str, out_dir: str, config_name: 
 @click.command("detect")
 @click.argument("inputs", nargs=-1, required=True, type=click.Path())
 @click.option("--weights", required=True,
-              help="A train-detector checkpoint, or 'hog' for OpenCV's HOG baseline.")
+              help="A train-detector or train-joint checkpoint, or 'hog' for OpenCV's HOG "
+                   "baseline.")
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False),
               help="Output folder: manifest.csv, sources.csv, crops/, detect.json.")
 @click.option("--recursive", "-r", is_flag=True, help="Search folders recursively.")
@@ -77,12 +78,15 @@ def train_detector_command(data_root: str, fmt: str, out_dir: str, config_name: 
               help="Maximum detections per picture.")
 @click.option("--hog-upscale", type=click.FloatRange(min=0.1), default=1.0, show_default=True,
               help="HOG only: enlarge pictures first (its window is 64x128 pixels).")
+@click.option("--embed", is_flag=True,
+              help="Joint models: also write OUT/embeddings.npy + embeddings.json from the same "
+                   "forward pass (OUT is then the --embeddings of psearch index).")
 @click.option("--device", default=None, help=DEVICE_HELP)
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
 def detect_command(inputs: tuple[str, ...], weights: str, out_dir: str, recursive: bool,
                    every: int, fps: float | None, batch_size: int, score_thresh: float,
-                   min_size: float, max_detections: int, hog_upscale: float, device: str | None,
-                   quiet: bool) -> None:
+                   min_size: float, max_detections: int, hog_upscale: float, embed: bool,
+                   device: str | None, quiet: bool) -> None:
     """Detect people in images, folders and videos; write crops and a manifest.
 
     Rerunning with the same --out skips the inputs already finished, so an interrupted run
@@ -93,6 +97,7 @@ def detect_command(inputs: tuple[str, ...], weights: str, out_dir: str, recursiv
       psearch detect --weights runs/det/last.pt gallery/ --out dets/
       psearch detect --weights runs/det/last.pt cam1.mp4 --fps 2 --out dets/
       psearch detect --weights hog --hog-upscale 2 photo.jpg --out dets-hog/
+      psearch detect --weights runs/joint/last.pt gallery/ --embed --out dets/  # + embeddings
     """
     from psearch.detector.detect import DetectSettings, run_detect
     from psearch.detector.inference import HOG_NAME, HogDetector, load_detector
@@ -107,7 +112,7 @@ def detect_command(inputs: tuple[str, ...], weights: str, out_dir: str, recursiv
         detector = load_detector(weights, device=device, batch_size=batch_size)
     settings = DetectSettings(score_thresh=score_thresh, min_size=min_size,
                               max_detections=max_detections, batch_size=batch_size,
-                              every=every, fps=fps)
+                              every=every, fps=fps, embed=embed)
     summary = run_detect(detector, sources, out_dir, settings, progress=not quiet)
     if summary.failed and summary.finished == 0 and summary.skipped == 0:
         if len(summary.failed) == 1:

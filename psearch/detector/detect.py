@@ -45,6 +45,7 @@ class DetectSettings:
     fps: float | None = None  # ... or this many frames per second
     jpeg_quality: int = 95
     crop_workers: int = 2
+    embed: bool = False  # also write embeddings (a detector with ``detect_and_embed``)
 
 
 # Settings that change what lands in the manifest: a resumed run must use the same ones.
@@ -72,6 +73,7 @@ class _Pending:
     scores: list[np.ndarray] = field(default_factory=list)
     crops: list[str] = field(default_factory=list)
     writes: list[Future] = field(default_factory=list)
+    features: list[np.ndarray] = field(default_factory=list)
 
 
 def crop_prefix(source: Path) -> str:
@@ -177,21 +179,34 @@ def run_detect(detector: Detector, sources: list[Source], out_dir: str | Path,
     sampling = FrameSampling(settings.every, settings.fps)
 
     with ManifestWriter(out_dir) as writer:
+        sink = _embedding_sink(out_dir, detector) if settings.embed else None
         done = writer.finished_sources()
         todo = [s for s in sources if str(s.path) not in done]
         summary.skipped = len(sources) - len(todo)
         write_json_atomic(out_dir / SETTINGS_NAME, record)
         if todo:
-            _process(detector, todo, sampling, settings, writer, summary, progress)
+            _process(detector, todo, sampling, settings, writer, summary, progress, sink)
+    if sink is not None:
+        sink.finish()
     summary.seconds = time.perf_counter() - start
     record.update(status="finished", inputs=len(sources), summary=asdict(summary))
     write_json_atomic(out_dir / SETTINGS_NAME, record)
     return summary
 
 
+def _embedding_sink(out_dir: Path, detector: Any) -> Any:
+    """Where ``--embed`` appends embeddings (``psearch.joint.embed.EmbeddingSink``)."""
+    if not hasattr(detector, "detect_and_embed"):
+        raise PsearchError("--embed needs a model that detects and embeds in one pass (a "
+                           "train-joint checkpoint)")
+    from psearch.joint.embed import EmbeddingSink
+
+    return EmbeddingSink(out_dir, detector)
+
+
 def _process(detector: Detector, todo: list[Source], sampling: FrameSampling,
              settings: DetectSettings, writer: ManifestWriter, summary: DetectSummary,
-             progress: bool) -> None:
+             progress: bool, sink: Any = None) -> None:
     pictures: queue.Queue = queue.Queue(maxsize=_QUEUE_PICTURES)
     stop = threading.Event()
     reader = threading.Thread(target=_reader, args=(todo, sampling, pictures, stop), daemon=True)
@@ -225,7 +240,7 @@ def _process(detector: Detector, todo: list[Source], sampling: FrameSampling,
                 if kind == "fail":
                     summary.failed.append((str(todo[i].path), info))
                     continue
-                _finish_source(writer, todo[i], info, entry)
+                _finish_source(writer, todo[i], info, entry, sink)
                 summary.finished += 1
                 summary.detections += len(entry.crops)
             bar.set_postfix(detections=summary.detections, failed=len(summary.failed))
@@ -239,12 +254,14 @@ def _detect_batch(detector: Detector, batch: list[tuple], todo: list[Source],
                   settings: DetectSettings, root: Path, pool: ThreadPoolExecutor,
                   pending: dict[int, _Pending]) -> None:
     """Detect on a batch of ("pic", source index, frame, rgb); queue the crops' JPEG writes."""
-    results = detector.detect([item[3] for item in batch], score_thresh=settings.score_thresh,
-                              max_detections=settings.max_detections)
-    for (_, i, frame, rgb), (boxes, scores) in zip(batch, results, strict=True):
+    run = detector.detect_and_embed if settings.embed else detector.detect
+    results = run([item[3] for item in batch], score_thresh=settings.score_thresh,
+                  max_detections=settings.max_detections)
+    for (_, i, frame, rgb), (boxes, scores, *features) in zip(batch, results, strict=True):
         keep = (boxes[:, 3] - boxes[:, 1]) >= settings.min_size
         boxes, scores = boxes[keep], scores[keep]
         entry = pending.setdefault(i, _Pending())
+        entry.features.extend(f[keep] for f in features)
         prefix = crop_prefix(todo[i].path) + (f"_f{frame:06d}" if frame >= 0 else "")
         names = [f"{prefix}_{k:03d}.jpg" for k in range(len(boxes))]
         if names:
@@ -259,11 +276,15 @@ def _detect_batch(detector: Detector, batch: list[tuple], todo: list[Source],
 
 
 def _finish_source(writer: ManifestWriter, source: Source, n_pictures: int,
-                   entry: _Pending) -> None:
-    """Wait for the source's crops, then append its rows and mark it finished."""
+                   entry: _Pending, sink: Any = None) -> None:
+    """Wait for the source's crops (and store its embeddings), then append its rows and mark
+    it finished."""
     wait(entry.writes)
     for write in entry.writes:
         write.result()  # re-raise a failed write
+    if sink is not None:
+        sink.append(np.concatenate(entry.features) if entry.features
+                    else np.zeros((0, sink.dim), np.float32))
     frames = np.concatenate(entry.frames) if entry.frames else np.zeros(0, np.int64)
     boxes = np.concatenate(entry.boxes) if entry.boxes else np.zeros((0, 4), np.float32)
     scores = np.concatenate(entry.scores) if entry.scores else np.zeros(0, np.float32)

@@ -166,8 +166,13 @@ class HogDetector:
 
 
 def load_detector(weights: str | os.PathLike, device: str | torch.device | None = "cpu",
-                  batch_size: int = 8) -> PersonDetector | HogDetector:
-    """``"hog"``: the HOG baseline; anything else: a ``psearch train-detector`` checkpoint."""
+                  batch_size: int = 8) -> Detector:
+    """``"hog"``: the HOG baseline; a ``psearch train-joint`` checkpoint: its ``JointSearcher``;
+    anything else: a ``psearch train-detector`` checkpoint."""
     if str(weights).lower() == HOG_NAME:
         return HogDetector()
+    from psearch.joint.infer import JointSearcher, is_joint_checkpoint
+
+    if is_joint_checkpoint(weights):  # a joint model detects too (and embeds in the same pass)
+        return JointSearcher.from_checkpoint(weights, device=device, batch_size=batch_size)
     return PersonDetector.from_checkpoint(weights, device=device, batch_size=batch_size)

@@ -29,6 +29,16 @@ Detections = list[tuple[np.ndarray, np.ndarray, np.ndarray]]
 """Per image: boxes float32 [K, 4], scores float32 [K], embeddings float32 [K, D] (unit)."""
 
 
+def is_joint_checkpoint(path: str | os.PathLike) -> bool:
+    """Whether ``path`` is a readable psearch checkpoint of kind "joint" (memory-mapped: the
+    weights are not read). Any other file gives False: its own loader reports the problem."""
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except Exception:
+        return False
+    return isinstance(payload, dict) and payload.get("kind") == CHECKPOINT_KIND
+
+
 def _check_image(image: np.ndarray, i: int = 0) -> None:
     if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
         raise PsearchError(f"image {i}: expected RGB uint8 [H, W, 3], got {image.dtype} "
@@ -119,6 +129,12 @@ class JointSearcher:
         """``Embedder`` protocol: float32 [N, D] unit embeddings of ``boxes`` [N, 4] in
         ``image`` (RoI pooling on the full frame, not on crops)."""
         return self.embed_images_boxes([image], [boxes])[0]
+
+    def embed_crops(self, crops: list[np.ndarray]) -> np.ndarray:
+        """Embeddings [N, D] of already-cropped people: each crop's whole frame is its box."""
+        out = self.embed_images_boxes(
+            crops, [np.array([[0, 0, c.shape[1], c.shape[0]]], np.float32) for c in crops])
+        return np.concatenate(out) if out else np.zeros((0, self.dim), np.float32)
 
     def describe(self) -> dict[str, Any]:
         return {"backend": "joint", "model": self.config["reid"]["model"],

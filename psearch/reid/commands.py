@@ -88,7 +88,8 @@ def train_reid_command(data_root: Path, fmt: str, out: Path, preset: str,
 
 @click.command("embed")
 @click.option("--weights", required=True, type=click.Path(path_type=Path),
-              help="Re-ID checkpoint (reid.pt from psearch train-reid).")
+              help="Re-ID checkpoint (reid.pt from psearch train-reid) or a train-joint "
+                   "checkpoint (embeds on full frames).")
 @click.option("--manifest", "manifest_path", required=True, type=click.Path(path_type=Path),
               help="Detect output directory or its manifest.csv.")
 @click.option("--out", required=True, type=click.Path(path_type=Path),
@@ -111,9 +112,17 @@ def embed_command(weights: Path, manifest_path: Path, out: Path, batch_size: int
     Example:
       psearch embed --weights runs/reid/reid.pt --manifest dets/ --out emb/
     """
+    from psearch.joint.infer import JointSearcher, is_joint_checkpoint
     from psearch.reid.embed import embed_manifest
     from psearch.reid.model import ReidModel
 
+    if is_joint_checkpoint(weights):  # boxes are RoI-pooled on their full frames, not cropped
+        from psearch.joint.embed import embed_manifest_frames
+
+        searcher = JointSearcher.from_checkpoint(weights, device=device)
+        meta = embed_manifest_frames(searcher, manifest_path, out, progress=not quiet)
+        click.echo(f"wrote {out / 'embeddings.npy'}: {meta['rows']} x {meta['dim']}")
+        return
     model = ReidModel.from_checkpoint(weights, device=device, batch_size=batch_size)
     meta = embed_manifest(model, manifest_path, out, batch_size=batch_size, workers=workers,
                           restart=restart, progress=not quiet, log=click.echo)
