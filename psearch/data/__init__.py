@@ -1,4 +1,4 @@
-"""psearch.data: the annotation model and the dataset loaders.
+"""psearch.data: the annotation model and the dataset loaders (imported when first used).
 
 >>> from psearch.data import load_dataset
 >>> ds = load_dataset("CUHK-SYSU/")            # or fmt="cuhk" | "prw" | "folder"
@@ -20,9 +20,6 @@ from psearch.data.annotations import (
     PersonSearchDataset,
     QueryRecord,
 )
-from psearch.data.cuhk import is_cuhk, load_cuhk
-from psearch.data.folder import is_folder, load_folder
-from psearch.data.prw import is_prw, load_prw
 from psearch.errors import PsearchError
 
 FORMATS = ("cuhk", "prw", "folder")
@@ -48,6 +45,10 @@ def detect_format(root: str | os.PathLike) -> str:
     cuhk: ``annotation/Images.mat``; prw: ``frame_test.mat`` and ``annotations/``;
     folder: ``annotations.json`` or ``annotations.csv``.
     """
+    from psearch.data.cuhk import is_cuhk
+    from psearch.data.folder import is_folder
+    from psearch.data.prw import is_prw
+
     root = Path(root)
     if not root.is_dir():
         raise PsearchError(f"{root}: dataset folder not found")
@@ -70,6 +71,10 @@ def load_dataset(
     are appended to ``notes`` if given, else logged as warnings. Bad input raises
     ``PsearchError`` naming the file and the problem.
     """
+    from psearch.data.cuhk import load_cuhk
+    from psearch.data.folder import load_folder
+    from psearch.data.prw import load_prw
+
     root = Path(root)
     if not root.is_dir():
         raise PsearchError(f"{root}: dataset folder not found")
