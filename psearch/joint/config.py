@@ -7,9 +7,9 @@ anchors, RPN and box settings), ``reid`` (embedding and identity loss) and ``tra
 
 from __future__ import annotations
 
-import copy
 from typing import Any
 
+from psearch.config import resolve_config
 from psearch.detector.model import resolve_model_config
 from psearch.errors import PsearchError
 
@@ -42,19 +42,9 @@ DEFAULT_TRAIN_CONFIG: dict[str, Any] = {
     "workers": 0,
     "seed": 0,
     "eval_every": 0,  # epochs between evaluations on the test split (0: at the end only)
+    "checkpoint_every": 1,  # epochs between checkpoints (the last epoch always writes one)
+    "keep_epochs": False,  # also keep DIR/epoch_N.pt of every checkpoint
 }
-
-
-def _section(name: str, defaults: dict[str, Any], given: Any) -> dict[str, Any]:
-    if given is None:
-        given = {}
-    if not isinstance(given, dict):
-        raise PsearchError(f"joint config: {name} must be a mapping")
-    unknown = sorted(set(given) - set(defaults))
-    if unknown:
-        raise PsearchError(f"{name} config: unknown key {unknown[0]!r} "
-                           f"(known: {', '.join(defaults)})")
-    return {**copy.deepcopy(defaults), **copy.deepcopy(given)}
 
 
 def resolve_joint_config(cfg: dict[str, Any] | None) -> dict[str, Any]:
@@ -63,11 +53,10 @@ def resolve_joint_config(cfg: dict[str, Any] | None) -> dict[str, Any]:
     cfg = dict(cfg or {})
     unknown = sorted(set(cfg) - {"model", "reid", "train"})
     if unknown:
-        raise PsearchError(f"joint config: unknown section {unknown[0]!r} "
-                           f"(expected model, reid, train)")
+        raise PsearchError(f"{unknown[0]}: unknown config section (known: model, reid, train)")
     out = {"model": resolve_model_config(cfg.get("model")),
-           "reid": _section("reid", DEFAULT_REID_CONFIG, cfg.get("reid")),
-           "train": _section("train", DEFAULT_TRAIN_CONFIG, cfg.get("train"))}
+           "reid": resolve_config(DEFAULT_REID_CONFIG, cfg.get("reid"), "reid"),
+           "train": resolve_config(DEFAULT_TRAIN_CONFIG, cfg.get("train"), "train")}
     if out["reid"]["model"] not in MODELS:
         raise PsearchError(f"reid.model {out['reid']['model']!r}: expected one of "
                            f"{', '.join(MODELS)}")

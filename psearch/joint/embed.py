@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 from typing import Any
@@ -98,12 +99,25 @@ def _frames_of(source: str, kind: str, wanted: set[int]):
 
 
 def embed_manifest_frames(searcher: Any, manifest_path: str | os.PathLike,
-                          out_dir: str | os.PathLike, progress: bool = True) -> dict[str, Any]:
+                          out_dir: str | os.PathLike, restart: bool = False,
+                          progress: bool = True) -> dict[str, Any]:
     """Embed every box of a detect manifest on its full frame into ``out_dir`` (see the module
-    docstring); return the ``embeddings.json`` metadata. Videos are decoded once, in order."""
+    docstring); return the ``embeddings.json`` metadata. Videos are decoded once, in order.
+    Embeddings of another checkpoint or manifest there are replaced only with ``restart``."""
     manifest: Manifest = read_manifest(manifest_path)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    meta = embeddings_meta(searcher, manifest_dir(manifest_path), len(manifest))
+    old = out / META_NAME
+    if old.is_file() and not restart:
+        try:
+            same = json.loads(old.read_text()) == meta
+        except ValueError:
+            same = False
+        if same and (out / EMBEDDINGS_NAME).is_file():
+            return meta
+        raise PsearchError(f"{out / EMBEDDINGS_NAME}: holds embeddings of another run; pass "
+                           f"--restart to replace them")
     features = np.zeros((len(manifest), int(searcher.dim)), np.float32)
     bar = progress_bar(total=len(manifest), enabled=progress, desc="embed", unit="box")
     for source in dict.fromkeys(manifest.sources.tolist()):
@@ -115,6 +129,5 @@ def embed_manifest_frames(searcher: Any, manifest_path: str | os.PathLike,
             bar.update(len(these))
     bar.close()
     save_npy_atomic(out / EMBEDDINGS_NAME, features)
-    meta = embeddings_meta(searcher, manifest_dir(manifest_path), len(features))
     write_json_atomic(out / META_NAME, meta)
     return meta

@@ -29,16 +29,6 @@ Detections = list[tuple[np.ndarray, np.ndarray, np.ndarray]]
 """Per image: boxes float32 [K, 4], scores float32 [K], embeddings float32 [K, D] (unit)."""
 
 
-def is_joint_checkpoint(path: str | os.PathLike) -> bool:
-    """Whether ``path`` is a readable psearch checkpoint of kind "joint" (memory-mapped: the
-    weights are not read). Any other file gives False: its own loader reports the problem."""
-    try:
-        payload = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-    except Exception:
-        return False
-    return isinstance(payload, dict) and payload.get("kind") == CHECKPOINT_KIND
-
-
 def _check_image(image: np.ndarray, i: int = 0) -> None:
     if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
         raise PsearchError(f"image {i}: expected RGB uint8 [H, W, 3], got {image.dtype} "
@@ -46,7 +36,13 @@ def _check_image(image: np.ndarray, i: int = 0) -> None:
 
 
 class JointSearcher:
-    """Inference wrapper of a ``JointSearchModel`` (eval mode, no gradients, numpy in/out)."""
+    """Inference wrapper of a ``JointSearchModel`` (eval mode, no gradients, numpy in/out).
+
+    Plays both roles of ``psearch.models``: ``Detector`` and (frame-based) ``Embedder``.
+    """
+
+    frame_based = True
+    """Embeds boxes on their full frame (``psearch embed`` decodes frames, not crops)."""
 
     def __init__(self, model: JointSearchModel, config: dict[str, Any],
                  device: str | torch.device | None = "cpu", checkpoint: str | None = None,
@@ -58,9 +54,12 @@ class JointSearcher:
 
     @classmethod
     def from_checkpoint(cls, path: str | os.PathLike, device: str | torch.device | None = "cpu",
-                        batch_size: int = 8) -> JointSearcher:
-        """Rebuild from a ``psearch train-joint`` checkpoint (no weight files needed)."""
-        payload = load_checkpoint(path, kind=CHECKPOINT_KIND)
+                        batch_size: int = 8, payload: dict[str, Any] | None = None
+                        ) -> JointSearcher:
+        """Rebuild from a ``psearch train-joint`` checkpoint (no weight files needed);
+        ``payload``: the checkpoint already loaded (``psearch.models`` passes it)."""
+        if payload is None or payload.get("kind") != CHECKPOINT_KIND:
+            payload = load_checkpoint(path, kind=CHECKPOINT_KIND)
         config = resolve_joint_config(payload["config"])
         model = JointSearchModel.from_config(config, load_weights=False, with_loss=False)
         state = {k: v for k, v in payload["model"].items() if not k.startswith(LOSS_PREFIX)}
