@@ -38,6 +38,15 @@ SPEED_IMAGES = 128
 BATCH = 8
 
 
+def stage(stages: Stages, name: str, args: list[Any], done) -> None:
+    """``stages.command``, except that a stage found done without a recorded time (run by hand
+    before this script) is kept as is."""
+    if done() and name not in stages.seconds:
+        stages.log(f"  {name}: done before this script ran (kept)")
+        return
+    stages.command(name, args, done)
+
+
 def build_world(fmt: str, args: argparse.Namespace, env: dict[str, str], log) -> dict[str, Any]:
     """Every stage of one world; the trained run, the gallery and the timings."""
     from psearch.data import load_dataset
@@ -45,7 +54,7 @@ def build_world(fmt: str, args: argparse.Namespace, env: dict[str, str], log) ->
     root, world = args.work / fmt, args.worlds / fmt / "world"
     root.mkdir(parents=True, exist_ok=True)
     stages = Stages(root, env, log)
-    stages.command("generate world", ["synth", world, "--format", fmt, "--preset", "bench",
+    stage(stages, "generate world", ["synth", world, "--format", fmt, "--preset", "bench",
                                       "--seed", WORLD_SEED],
                    lambda: (world / "synth_summary.json").is_file())
     run = root / "joint"
@@ -53,20 +62,20 @@ def build_world(fmt: str, args: argparse.Namespace, env: dict[str, str], log) ->
              "--config", CONFIG]
     if (run / "last.pt").is_file() and not (run / "metrics.json").is_file():
         train.append("--resume")  # an interrupted training continues
-    stages.command("train joint", train, lambda: (run / "metrics.json").is_file())
+    stage(stages, "train joint", train, lambda: (run / "metrics.json").is_file())
     dataset = load_dataset(world, fmt)
     images = [str(r.path) for r in dataset.gallery]
     dets, gallery = root / "dets", root / "gallery"
-    stages.command("detect --embed (gallery)", ["detect", "--weights", run / "last.pt", *images,
+    stage(stages, "detect --embed (gallery)", ["detect", "--weights", run / "last.pt", *images,
                                                 "--out", dets, "--embed", "-q"],
                    lambda: detect_finished(dets) and (dets / "embeddings.json").is_file())
-    stages.command("index", ["index", "--manifest", dets, "--embeddings", dets, "--out", gallery],
+    stage(stages, "index", ["index", "--manifest", dets, "--embeddings", dets, "--out", gallery],
                    lambda: (gallery / "gallery.json").is_file())
-    stages.command("evaluate gallery", ["evaluate-gallery", "--gallery", gallery, "--data", world,
+    stage(stages, "evaluate gallery", ["evaluate-gallery", "--gallery", gallery, "--data", world,
                                         "--format", fmt, "--json", root / "gallery_eval.json"],
                    lambda: (root / "gallery_eval.json").is_file())
     speed_dets = root / "speed_dets"
-    stages.command("detect --embed (speed)",
+    stage(stages, "detect --embed (speed)",
                    ["detect", "--weights", run / "last.pt", *images[:SPEED_IMAGES], "--out",
                     speed_dets, "--embed", "--batch-size", BATCH, "-q"],
                    lambda: detect_finished(speed_dets))
