@@ -1,0 +1,80 @@
+"""A trained QEEPS for users: it answers one query over gallery images pair by pair.
+
+>>> qeeps = QEEPSSearcher.from_checkpoint("runs/qeeps/last.pt", device="cpu")
+>>> [(boxes, scores, sims)] = qeeps.search_pairs(query_rgb, (x1, y1, x2, y2), [gallery_rgb])
+
+Every (query, gallery image) pair is a full two-stream forward pass: the QSSE gates couple the
+streams, so nothing of the query can be cached across gallery images.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from psearch.boxes import check_box
+from psearch.checkpoint import load_checkpoint
+from psearch.device import resolve_device
+from psearch.errors import PsearchError
+from psearch.joint.infer import LOSS_PREFIX, _check_image
+from psearch.joint.qeeps_train import CHECKPOINT_KIND, build_qeeps, resolve_qeeps_config
+
+PairDetections = list[tuple[np.ndarray, np.ndarray, np.ndarray]]
+"""Per gallery image: boxes float32 [K, 4], detector scores float32 [K], match scores
+(QSimNet) float32 [K], ranked by match score."""
+
+
+class QEEPSSearcher:
+    """Inference wrapper of a ``QEEPSModel`` (eval mode, no gradients, numpy in/out)."""
+
+    def __init__(self, model: Any, config: dict[str, Any], device: Any = "cpu",
+                 checkpoint: str | None = None, batch_size: int = 4) -> None:
+        self.device = resolve_device(device)
+        self.model = model.to(self.device).eval()
+        self.config, self.batch_size = config, batch_size
+        self.checkpoint_path = Path(checkpoint) if checkpoint else None
+
+    @classmethod
+    def from_checkpoint(cls, path: str | os.PathLike, device: Any = "cpu", batch_size: int = 4,
+                        payload: dict[str, Any] | None = None) -> QEEPSSearcher:
+        if payload is None or payload.get("kind") != CHECKPOINT_KIND:
+            payload = load_checkpoint(path, kind=CHECKPOINT_KIND)
+        config = resolve_qeeps_config(payload["config"])
+        model = build_qeeps(config, with_loss=False)
+        state = {k: v for k, v in payload["model"].items() if not k.startswith(LOSS_PREFIX)}
+        try:
+            model.load_state_dict(state)
+        except (RuntimeError, TypeError) as exc:
+            raise PsearchError(f"{path}: weights do not fit the QEEPS model of its config "
+                               f"({str(exc).strip().splitlines()[0]})") from None
+        return cls(model, config, device, str(Path(path).resolve()), batch_size)
+
+    def _tensor(self, image: np.ndarray, i: int = 0) -> torch.Tensor:
+        _check_image(image, i)
+        return (torch.from_numpy(np.ascontiguousarray(image)).to(self.device)
+                .permute(2, 0, 1).float().div_(255))
+
+    def search_pairs(self, query: np.ndarray, box: Any, galleries: list[np.ndarray]
+                     ) -> PairDetections:
+        """The query person (``box`` x1, y1, x2, y2 in RGB uint8 ``query``) in each gallery
+        image: one pair per image, ``batch_size`` pairs per forward pass."""
+        h, w = query.shape[:2]
+        box = torch.tensor(check_box(box, w, h), dtype=torch.float32, device=self.device)
+        q = self._tensor(query)
+        out: PairDetections = []
+        for start in range(0, len(galleries), self.batch_size):
+            chunk = [self._tensor(g, start + i)
+                     for i, g in enumerate(galleries[start:start + self.batch_size])]
+            with torch.inference_mode():
+                found = self.model.search([q] * len(chunk), [box] * len(chunk), chunk)
+            out.extend((d["boxes"].float().cpu().numpy(), d["scores"].float().cpu().numpy(),
+                        d["sims"].float().cpu().numpy()) for d in found)
+        return out
+
+    def describe(self) -> dict[str, Any]:
+        return {"backend": "qeeps", "checkpoint": str(self.checkpoint_path or ""),
+                "backbone": self.config["model"]["backbone"], "device": str(self.device)}
