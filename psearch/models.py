@@ -1,7 +1,8 @@
 """Load any psearch checkpoint by its kind, for the role it is asked to play.
 
-Two roles, each a small protocol: a ``Detector`` finds people in images; an ``Embedder`` turns
-the people at given boxes of an image into unit-norm vectors. A checkpoint records its ``kind``
+Three roles, each a small protocol: a ``Detector`` finds people in images; an ``Embedder``
+turns the people at given boxes of an image into unit-norm vectors; a ``PairScorer`` (QEEPS)
+searches a query in gallery images pair by pair. A checkpoint records its ``kind``
 ("detector", "reid", "joint", ...); the registry maps (kind, role) to the loader that rebuilds
 the model, so ``psearch detect``, ``embed``, ``query`` and ``PersonSearch`` accept every kind
 that can play their role (a joint model plays both).
@@ -29,13 +30,14 @@ Detections = list[tuple[np.ndarray, np.ndarray]]
 HOG_NAME = "hog"
 """``--weights hog``: OpenCV's HOG people detector, which needs no checkpoint."""
 
-ROLES = ("detect", "embed")
+ROLES = ("detect", "embed", "pairs")
 
 _LOADERS: dict[tuple[str, str], str] = {
     ("detector", "detect"): "psearch.detector.inference:PersonDetector.from_checkpoint",
     ("reid", "embed"): "psearch.reid.model:ReidModel.from_checkpoint",
     ("joint", "detect"): "psearch.joint.infer:JointSearcher.from_checkpoint",
     ("joint", "embed"): "psearch.joint.infer:JointSearcher.from_checkpoint",
+    ("qeeps", "pairs"): "psearch.joint.qeeps_infer:QEEPSSearcher.from_checkpoint",
 }
 
 
@@ -64,6 +66,17 @@ class Embedder(Protocol):
     def describe(self) -> dict[str, Any]: ...
 
 
+@runtime_checkable
+class PairScorer(Protocol):
+    """Searches one query in gallery images pair by pair (query-guided models such as QEEPS):
+    per gallery image boxes [K, 4], detector scores [K] and match scores [K], best first."""
+
+    def search_pairs(self, query: np.ndarray, box: Any, galleries: list[np.ndarray]
+                     ) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]: ...
+
+    def describe(self) -> dict[str, Any]: ...
+
+
 def register(kind: str, role: str, target: str) -> None:
     """Let checkpoints of ``kind`` play ``role`` through ``target`` ("module:attr.path")."""
     if role not in ROLES:
@@ -85,7 +98,8 @@ def load_model(path: str | os.PathLike, role: str, device: Any = "auto", **optio
     target = _LOADERS.get((kind, role))
     if target is None:
         able = sorted(k for (k, r) in _LOADERS if r == role)
-        raise PsearchError(f"{path}: a {kind!r} checkpoint cannot {role} (checkpoints that "
+        verb = {"pairs": "search query-gallery pairs"}.get(role, role)
+        raise PsearchError(f"{path}: a {kind!r} checkpoint cannot {verb} (checkpoints that "
                            f"can: {', '.join(able)})")
     module_name, _, attr = target.partition(":")
     loader: Any = importlib.import_module(module_name)
@@ -107,3 +121,9 @@ def load_detector(weights: str | os.PathLike, device: Any = "auto", **options: A
 def load_embedder(path: str | os.PathLike, device: Any = "auto", **options: Any) -> Embedder:
     """Any checkpoint that can embed boxes (re-ID, joint)."""
     return load_model(path, "embed", device, **options)
+
+
+def load_pair_scorer(path: str | os.PathLike, device: Any = "auto", **options: Any
+                     ) -> PairScorer:
+    """Any checkpoint that searches query-gallery pairs (qeeps)."""
+    return load_model(path, "pairs", device, **options)

@@ -13,6 +13,13 @@ from psearch.evaluation.metrics import (
     paired_box_iou,
     search_iou_threshold,
 )
+from psearch.evaluation.pairs import (
+    PairResults,
+    evaluate_pairs,
+    pair_galleries,
+    pairs_from_results,
+    sample_queries,
+)
 from psearch.evaluation.protocols import QueryGallery, iter_query_galleries, query_galleries
 from psearch.evaluation.report import format_report, write_report_json
 from psearch.evaluation.results import SearchResults, load_results, save_results
@@ -20,6 +27,11 @@ from psearch.evaluation.search import evaluate_search, search_scores
 from psearch.evaluation.standard import evaluate, search_protocols
 
 __all__ = [
+    "PairResults",
+    "evaluate_pairs",
+    "pair_galleries",
+    "pairs_from_results",
+    "sample_queries",
     "QueryGallery",
     "SearchResults",
     "average_precision",

@@ -119,14 +119,14 @@ def search_scores(
     ):
         if q % QUERY_CHUNK == 0:
             sims = results.query_features[q : q + QUERY_CHUNK] @ dets.features.T
-        ap[q], hits[q], valid[q] = _score_query(sims[q % QUERY_CHUNK], gallery, dets, topk)
+        ap[q], hits[q], valid[q] = score_query(sims[q % QUERY_CHUNK], gallery, dets, topk)
     return ap, hits, valid
 
 
-def _score_query(
+def score_query(
     sim_all: np.ndarray, gallery: QueryGallery, dets: GalleryDetections, topk: Sequence[int]
 ) -> tuple[float, np.ndarray, bool]:
-    """AP, top-k hits and evaluability of one query.
+    """AP, top-k hits and evaluability of one query (also used by ``evaluation.pairs``).
 
     sim_all: [K] similarity of the query to every kept detection of ``dets``.
     """

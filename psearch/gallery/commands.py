@@ -74,8 +74,8 @@ def parse_box(text: str) -> tuple[float, ...]:
 
 
 @click.command("query")
-@click.option("--gallery", "gallery_dir", required=True, type=click.Path(path_type=Path),
-              help="Gallery directory built by `psearch index`.")
+@click.option("--gallery", "gallery_dir", type=click.Path(path_type=Path),
+              help="Gallery directory built by `psearch index` (or --weights with --in).")
 @click.option("--image", type=click.Path(dir_okay=False, path_type=Path),
               help="Picture containing the person; give the person with --box.")
 @click.option("--box", "boxes", multiple=True, metavar="X1,Y1,X2,Y2",
@@ -90,19 +90,45 @@ def parse_box(text: str) -> tuple[float, ...]:
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:1, ...")
 @click.option("--checkpoint", type=click.Path(dir_okay=False, path_type=Path),
               help="The gallery's re-ID checkpoint if it moved (same sha256 required).")
-def query_command(gallery_dir: Path, image: Path | None, boxes: tuple[str, ...],
+@click.option("--weights", type=click.Path(dir_okay=False, path_type=Path),
+              help="A query-guided checkpoint (qeeps): search --in footage pair by pair.")
+@click.option("--in", "inputs", multiple=True, type=click.Path(path_type=Path),
+              help="With --weights: images, folders or videos to search (repeatable).")
+@click.option("--fps", type=click.FloatRange(min=0, min_open=True), default=None,
+              help="With --in videos: frames per second to search (default: every frame).")
+@click.option("--rerank", type=click.Path(dir_okay=False, path_type=Path),
+              help="A query-guided checkpoint (qeeps) that re-scores the gallery's shortlist.")
+@click.option("--rerank-top", type=click.IntRange(min=1), default=50, show_default=True,
+              help="With --rerank: gallery pictures of the FAISS shortlist to re-score.")
+def query_command(gallery_dir: Path | None, image: Path | None, boxes: tuple[str, ...],
                   crop: Path | None, top_k: int, as_json: bool, show: Path | None, device: str,
-                  checkpoint: Path | None) -> None:
+                  checkpoint: Path | None, weights: Path | None, inputs: tuple[Path, ...],
+                  fps: float | None, rerank: Path | None, rerank_top: int) -> None:
     """Find the person at --box of --image (or in --crop) in a gallery.
 
     \b
     Example:
       psearch query --gallery gallery/ --image q.jpg --box 120,40,180,220 --show hits.png
       psearch query --gallery gallery/ --crop person.jpg --top-k 20 --json
+      psearch query --gallery gallery/ --image q.jpg --box 120,40,180,220 \\
+          --rerank qeeps.pt --rerank-top 50        # QEEPS re-scores the 50 best pictures
+      psearch query --weights qeeps.pt --image q.jpg --box 120,40,180,220 --in frames/
 
     Prints a ranked table: rank, cosine score, source image (or video:frame) and box. The query
     is embedded with the gallery's re-ID checkpoint (an error if its sha256 changed).
     """
+    if weights is not None or rerank is not None:
+        from psearch.joint.pair_search import query_pairs
+
+        query_pairs(gallery_dir=gallery_dir, image=image, boxes=boxes, crop=crop, top_k=top_k,
+                    as_json=as_json, show=show, device=device, checkpoint=checkpoint,
+                    weights=weights, inputs=inputs, fps=fps, rerank=rerank,
+                    rerank_top=rerank_top, parse_box=parse_box, format_table=format_table)
+        return
+    if gallery_dir is None:
+        raise PsearchError("give --gallery (or --weights QEEPS.pt with --in footage)")
+    if inputs or fps is not None:
+        raise PsearchError("--in and --fps apply to --weights (pair-by-pair search)")
     import numpy as np
 
     from psearch.boxes import check_box, crop_box

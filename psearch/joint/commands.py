@@ -11,7 +11,9 @@ DEVICE_HELP = "cpu, cuda or cuda:N; default: cuda when available"
 
 @click.command("train-joint")
 @click.option("--model", "model_name", default="oim", show_default=True,
-              type=click.Choice(["oim"]), help="Joint model: oim (Xiao et al. 2017).")
+              type=click.Choice(["oim", "qeeps"]),
+              help="Joint model: oim (Xiao et al. 2017), or qeeps (Munjal et al. 2019: "
+                   "fine-tunes an OIM checkpoint given with --init).")
 @click.option("--data", "data_root", required=True, type=click.Path(file_okay=False),
               help="Dataset root folder.")
 @click.option("--format", "fmt", default="auto", show_default=True,
@@ -25,13 +27,16 @@ DEVICE_HELP = "cpu, cuda or cuda:N; default: cuda when available"
               help="Override a config value, e.g. --set train.lr=0.01 (repeatable).")
 @click.option("--epochs", type=click.IntRange(min=1), default=None,
               help="Number of epochs (overrides train.epochs; with --resume, the new total).")
+@click.option("--init", "init", default=None, type=click.Path(dir_okay=False),
+              help="qeeps: the OIM checkpoint (ResNet C4, e.g. joint_oim_c4_cpu) it extends.")
 @click.option("--device", default=None, help=DEVICE_HELP)
 @click.option("--resume", is_flag=True,
               help="Continue DIR/last.pt (same data required; its config is used).")
 @click.option("--no-eval", is_flag=True, help="Skip the evaluation on the test split.")
 def train_joint_command(model_name: str, data_root: str, fmt: str, out_dir: str,
                         config_name: str | None, overrides: tuple[str, ...], epochs: int | None,
-                        device: str | None, resume: bool, no_eval: bool) -> None:
+                        init: str | None, device: str | None, resume: bool,
+                        no_eval: bool) -> None:
     """Train a joint person-search model: one network that detects and embeds people.
 
     OIM: a Faster R-CNN whose RoI head also outputs a 256-d identity feature trained with the
@@ -45,6 +50,9 @@ def train_joint_command(model_name: str, data_root: str, fmt: str, out_dir: str,
     Paper grade (ResNet-50 C4, 900 px, GPU):
       psearch train-joint --model oim --data CUHK-SYSU/ --config joint_oim_cuhk \\
           --out runs/joint --device cuda
+    QEEPS (query-guided; pairs of a query box and a gallery image) on an OIM C4 model:
+      psearch train-joint --model oim --config joint_oim_c4_cpu --data world/ --out runs/oim
+      psearch train-joint --model qeeps --init runs/oim/last.pt --data world/ --out runs/qeeps
     """
     from psearch.config import apply_overrides, load_config
     from psearch.data import load_dataset
@@ -53,6 +61,12 @@ def train_joint_command(model_name: str, data_root: str, fmt: str, out_dir: str,
 
     if resume and overrides:
         raise PsearchError("--resume uses the checkpoint's config; --set is not allowed with it")
+    if model_name == "qeeps":
+        _train_qeeps(data_root, fmt, out_dir, config_name, overrides, epochs, init, device,
+                     resume)
+        return
+    if init is not None:
+        raise PsearchError("--init applies to --model qeeps")
     config = resolve_joint_config(apply_overrides(
         load_config(config_name or f"joint_{model_name}_cpu"), overrides))
     if config["reid"]["model"] != model_name:
@@ -69,6 +83,25 @@ def train_joint_command(model_name: str, data_root: str, fmt: str, out_dir: str,
     for group, m in metrics.get("detected", {}).get("detection", {}).items():
         click.echo(f"detection ({group} people): AP {100 * m['ap']:.1f}%  "
                    f"recall {100 * m['recall']:.1f}%")
+
+
+def _train_qeeps(data_root: str, fmt: str, out_dir: str, config_name: str | None,
+                 overrides: tuple[str, ...], epochs: int | None, init: str | None,
+                 device: str | None, resume: bool) -> None:
+    from psearch.config import apply_overrides, load_config
+    from psearch.data import load_dataset
+    from psearch.joint.qeeps_train import train_qeeps
+
+    if init is None and not resume:
+        raise PsearchError("--model qeeps needs --init OIM.pt: an OIM checkpoint with a ResNet "
+                           "C4 backbone (e.g. train-joint --model oim --config joint_oim_c4_cpu)")
+    config = apply_overrides(load_config(config_name or "joint_qeeps_cpu"), overrides)
+    dataset = load_dataset(data_root, fmt)
+    metrics = train_qeeps(dataset, config, out_dir, init=init, device=device, resume=resume,
+                          epochs=epochs, log=click.echo)
+    click.echo(f"checkpoint: {out_dir}/last.pt ({metrics['train_seconds']:.0f} s of training, "
+               f"{metrics['pairs_per_epoch']} pairs per epoch); search with it: psearch query "
+               f"--weights {out_dir}/last.pt ... or --rerank {out_dir}/last.pt")
 
 
 COMMANDS: list[click.Command] = [train_joint_command]

@@ -177,7 +177,8 @@ class PairSet(Dataset):
         h, w = query.shape[1:]
         box = record.boxes[qj].astype(np.float32).copy()
         size = np.array([box[2] - box[0], box[3] - box[1]] * 2, np.float32)
-        box += self.rng.uniform(-1, 1, 4).astype(np.float32) * float(self.train["box_jitter"]) * size
+        jitter = float(self.train["box_jitter"])
+        box += self.rng.uniform(-1, 1, 4).astype(np.float32) * jitter * size
         box = np.clip(box, 0, [w, h, w, h]).astype(np.float32)
         if box[2] - box[0] < 2 or box[3] - box[1] < 2:
             box = record.boxes[qj].astype(np.float32).copy()
