@@ -280,3 +280,50 @@ def test_pair_subsets_are_labelled_and_complete(prw_world) -> None:
         evaluate_pairs(dataset, pairs, queries=[0, 1, 2], max_gallery=5, seed=0)
     with pytest.raises(PsearchError, match="match scores"):
         PairResults.from_per_query({0: {"a.jpg": (np.zeros((2, 4)), np.ones(2), np.ones(1))}})
+
+
+class _FakeScorer:
+    """A pair scorer whose match score is the gallery picture's mean value / 255."""
+
+    def __init__(self) -> None:
+        self.seen: list[int] = []
+
+    def search_pairs(self, query, box, galleries):
+        self.seen.extend(int(g.mean()) for g in galleries)
+        return [(np.array([[1, 2, 30, 60]], np.float32), np.array([0.9], np.float32),
+                 np.array([g.mean() / 255], np.float32)) for g in galleries]
+
+
+def test_rerank_scores_only_the_faiss_shortlist(tmp_path) -> None:
+    from psearch.gallery.rows import Rows
+    from psearch.gallery.store import Gallery
+    from psearch.joint.pair_search import rerank_gallery
+    from psearch.media import write_image
+
+    rng = np.random.default_rng(0)
+    paths = []
+    for level in range(6):  # picture i has value 40 * i; detections: 3 per picture
+        path = tmp_path / f"p{level}.png"
+        write_image(path, np.full((64, 48, 3), 40 * level, np.uint8))
+        paths.append(str(path))
+    vectors = rng.normal(size=(18, 8)).astype(np.float32)
+    query = vectors[4] + 0.01  # nearest: a detection of picture 1
+    gallery = Gallery.build(vectors, Rows.from_columns(
+        np.repeat(paths, 3), np.full(18, -1), np.tile([[1, 2, 30, 60]], (18, 1)),
+        np.ones(18), [""] * 18))
+
+    class Search:  # the two attributes of PersonSearch that re-ranking uses
+        def __init__(self) -> None:
+            self.gallery = gallery
+            self.embedder = type("E", (), {"embed_boxes": staticmethod(
+                lambda image, boxes: query[None] / np.linalg.norm(query))})()
+
+    scorer = _FakeScorer()
+    image = np.zeros((64, 48, 3), np.uint8)
+    matches = rerank_gallery(Search(), scorer, image, np.array([1, 2, 30, 60], np.float32),
+                             top_n=3, top_k=5, progress=False)
+    sims = vectors @ (query / np.linalg.norm(query))
+    best = int(np.argmax([max(sims[3 * p:3 * p + 3]) for p in range(6)]))
+    assert len(scorer.seen) == 3 and scorer.seen[0] == 40 * best  # N pairs, best first
+    assert [m.score for m in matches] == sorted((m.score for m in matches), reverse=True)
+    assert {m.source for m in matches} <= set(paths) and len(matches) == 3
