@@ -285,7 +285,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--work", type=Path, default=ROOT / "runs" / "bench_qeeps")
     parser.add_argument("--formats", nargs="+", default=["cuhk", "prw"])
-    parser.add_argument("--oim-epochs", type=int, default=5)
+    parser.add_argument("--oim-epochs", type=int, default=4)
     parser.add_argument("--qeeps-epochs", type=int, default=1)
     parser.add_argument("--pairs", type=int, default=160)
     parser.add_argument("--queries", type=int, default=6)

@@ -178,7 +178,7 @@ def test_checkpoint_round_trip_searches_pairs(qeeps_run, cuhk_world) -> None:
     a = first.search_pairs(qimg, query.box, galleries)
     b = again.search_pairs(qimg, query.box, galleries)
     assert len(a) == 3
-    for (boxes, scores, sims), (boxes2, _, sims2) in zip(a, b, strict=True):
+    for (boxes, scores, sims), (_, _, sims2) in zip(a, b, strict=True):
         assert boxes.shape == (len(scores), 4) and sims.shape == scores.shape
         assert (scores >= 0.01).all() and ((sims >= 0) & (sims <= 1)).all()
         assert (np.diff(sims) <= 1e-6).all()  # ranked by match score
