@@ -327,3 +327,12 @@ def test_rerank_scores_only_the_faiss_shortlist(tmp_path) -> None:
     assert len(scorer.seen) == 3 and scorer.seen[0] == 40 * best  # N pairs, best first
     assert [m.score for m in matches] == sorted((m.score for m in matches), reverse=True)
     assert {m.source for m in matches} <= set(paths) and len(matches) == 3
+
+
+def test_query_samples_are_fixed_and_nested() -> None:
+    from psearch.evaluation import sample_queries
+
+    small, large = sample_queries(50, 6), sample_queries(50, 12)
+    assert len(set(small)) == 6 and set(small) <= set(large)
+    np.testing.assert_array_equal(small, sample_queries(50, 6))
+    assert len(sample_queries(5, 10)) == 5

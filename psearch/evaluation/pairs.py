@@ -85,10 +85,9 @@ class PairResults:
 
 
 def sample_queries(n_queries: int, n: int, seed: int = 0) -> np.ndarray:
-    """``n`` query rows (sorted) drawn from ``n_queries`` with ``seed``: a fixed subset."""
-    if n >= n_queries:
-        return np.arange(n_queries)
-    return np.sort(np.random.default_rng(seed).choice(n_queries, n, replace=False))
+    """``n`` query rows (sorted) drawn from ``n_queries`` with ``seed``: a fixed subset; a
+    larger ``n`` (same seed) extends a smaller one's."""
+    return np.sort(np.random.default_rng(seed).permutation(n_queries)[:n])
 
 
 def subset_gallery(gallery: QueryGallery, size: int, seed: int) -> QueryGallery:
