@@ -97,6 +97,20 @@ def estimate_pictures(source: Source, sampling: FrameSampling) -> int:
     return max(1, math.ceil(frames / step)) if frames > 0 else 1
 
 
+def video_timing(source: Source, sampling: FrameSampling) -> tuple[float | None, float | None]:
+    """(frame rate, frames between two processed frames) of a video; (None, None) for an image.
+    The rate is None when the file does not declare one."""
+    if source.kind != VIDEO:
+        return None, None
+    capture = cv2.VideoCapture(str(source.path))
+    try:
+        fps = float(capture.get(cv2.CAP_PROP_FPS))
+    finally:
+        capture.release()
+    fps = fps if math.isfinite(fps) and fps > 0 else None
+    return fps, sampling.step(fps or 0.0)
+
+
 def iter_pictures(source: Source, sampling: FrameSampling = FrameSampling()
                   ) -> Iterator[tuple[int, np.ndarray]]:
     """Yield ``(frame index, RGB uint8 [H, W, 3])``; the index is -1 for an image.

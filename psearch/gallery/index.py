@@ -14,9 +14,9 @@ import math
 
 import faiss
 import numpy as np
-from tqdm import tqdm
 
 from psearch.errors import PsearchError
+from psearch.progress import progress_bar
 
 INDEX_KINDS = ("auto", "flat", "ivf", "ivfpq", "hnsw")
 AUTO_FLAT_MAX_ROWS = 100_000
@@ -96,7 +96,8 @@ def build_index(vectors: np.ndarray, kind: str, nlist: int | None = None,
 def add_in_chunks(index: faiss.Index, vectors: np.ndarray) -> None:
     """``index.add(vectors)`` [N, D] in chunks, with a progress bar for large N."""
     starts = range(0, len(vectors), ADD_CHUNK)
-    for start in tqdm(starts, desc="index", unit="chunk", disable=len(starts) < 2, leave=False):
+    for start in progress_bar(starts, desc="index", unit="chunk", enabled=len(starts) >= 2,
+                              leave=False):
         index.add(vectors[start:start + ADD_CHUNK])
 
 

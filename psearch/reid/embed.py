@@ -23,12 +23,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from tqdm import tqdm
 
 from psearch.errors import PsearchError
 from psearch.io import file_sha256, write_json_atomic
 from psearch.manifest import MANIFEST_NAME, Manifest, manifest_dir, read_manifest
 from psearch.media import read_image
+from psearch.progress import progress_bar
 from psearch.reid.model import ReidModel, resize_crops
 
 EMBEDDINGS_NAME = "embeddings.npy"
@@ -145,8 +145,8 @@ def embed_rows(model: ReidModel, manifest: Manifest, array: np.ndarray, start: i
     spans = [(lo, min(lo + batch_size, len(array))) for lo in range(start, len(array), batch_size)]
     done, saved, last_save = start, start, time.monotonic()
     with ThreadPoolExecutor(max(1, workers)) as pool, \
-            tqdm(total=len(array), initial=start, desc="embed", unit="crop",
-                 disable=not progress) as bar:
+            progress_bar(total=len(array), initial=start, desc="embed", unit="crop",
+                         enabled=progress) as bar:
         pending: deque = deque()
         queued = iter(spans)
         for span in queued:
