@@ -5,6 +5,8 @@
 >>> matches = ps.query("q.jpg", box=(x1, y1, x2, y2), top_k=10)    # list[Match]
 >>> matches[0].score, matches[0].source, matches[0].frame, matches[0].box
 >>> ps.draw("q.jpg", (x1, y1, x2, y2), matches, "sheet.png")      # or "sheet.html"
+>>> sightings = ps.sightings("q.jpg", box=(x1, y1, x2, y2))          # videos: list[Sighting]
+>>> sightings[0].start, sightings[0].end, sightings[0].frames, sightings[0].best.box
 
 The re-ID model is the one recorded in the gallery (its checkpoint must still have the same
 sha256); pass ``embedder=`` any object with ``dim`` and ``embed_boxes(image, boxes)`` /
@@ -21,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from psearch.errors import PsearchError
+from psearch.gallery.sightings import Sighting
 from psearch.gallery.store import Gallery, Match
 from psearch.io import file_sha256
 from psearch.media import read_image
@@ -28,7 +31,7 @@ from psearch.media import read_image
 ImageLike = str | os.PathLike | np.ndarray
 """An image path or an RGB uint8 array [H, W, 3]."""
 
-__all__ = ["Match", "PersonSearch", "load_embedder", "check_box"]
+__all__ = ["Match", "PersonSearch", "Sighting", "load_embedder", "check_box"]
 
 
 class PersonSearch:
@@ -76,9 +79,24 @@ class PersonSearch:
             raise PsearchError(f"top_k must be at least 1, got {top_k}")
         return self.gallery.matches(embeddings, top_k)
 
+    def sightings(self, image: ImageLike, box: Sequence[float] | np.ndarray | None = None,
+                  top_k: int = 10, gap: float | None = None) -> list[Sighting]:
+        """The ``top_k`` best sightings of the person at ``box`` of ``image``: hits of nearby
+        frames of one video grouped (at most ``gap`` seconds apart, default 2), best first."""
+        return self.search_sightings(self.embed(image, None if box is None else [box]),
+                                     top_k, gap)[0]
+
+    def search_sightings(self, embeddings: np.ndarray, top_k: int = 10,
+                         gap: float | None = None) -> list[list[Sighting]]:
+        """Sightings for precomputed query embeddings float32 [Q, D]."""
+        if top_k < 1:
+            raise PsearchError(f"top_k must be at least 1, got {top_k}")
+        return self.gallery.sightings(embeddings, top_k, gap)
+
     def draw(self, query_image: ImageLike, box: Sequence[float] | np.ndarray | None,
-             matches: list[Match], out: str | os.PathLike) -> Path:
-        """Write the result sheet (``.png``/``.jpg`` image or ``.html`` page) to ``out``."""
+             matches: list[Match] | list[Sighting], out: str | os.PathLike) -> Path:
+        """Write the result sheet (``.png``/``.jpg`` image or ``.html`` page) of matches or
+        sightings to ``out``."""
         from psearch.gallery.sheet import write_sheet
 
         rgb = as_rgb(query_image)

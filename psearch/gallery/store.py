@@ -21,6 +21,7 @@ import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import faiss
 import numpy as np
@@ -30,6 +31,9 @@ from psearch.errors import PsearchError
 from psearch.gallery import index as ix
 from psearch.gallery.rows import Rows
 from psearch.io import atomic_path, write_json_atomic
+
+if TYPE_CHECKING:
+    from psearch.gallery.sightings import Sighting
 
 HEADER_NAME = "gallery.json"
 GALLERY_FORMAT = "psearch-gallery"
@@ -180,6 +184,16 @@ class Gallery:
         """Search and look the results up: one ranked ``Match`` list per query row."""
         scores, ids = self.search(queries, k)
         return [self.lookup(s, i) for s, i in zip(scores, ids, strict=True)]
+
+    def sightings(self, queries: np.ndarray, top_k: int = 10, gap: float | None = None
+                  ) -> list[list[Sighting]]:
+        """Search, then group hits of nearby frames of a video into sightings (see
+        ``psearch.gallery.sightings``): the ``top_k`` best per query row, best first."""
+        from psearch.gallery.sightings import DEFAULT_GAP_S, candidate_count, group_sightings
+
+        scores, ids = self.search(queries, candidate_count(top_k, len(self)))
+        return [group_sightings(self.rows, i, s, top_k, DEFAULT_GAP_S if gap is None else gap,
+                                self.lookup) for s, i in zip(scores, ids, strict=True)]
 
     def lookup(self, scores: np.ndarray, ids: np.ndarray) -> list[Match]:
         """``Match`` objects for one query's result row: scores [k], ids [k] (-1 skipped)."""
