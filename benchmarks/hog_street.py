@@ -6,14 +6,15 @@ cascade benchmark does) on every test image, and scores it with the detection pr
 ``psearch.evaluation`` (all people and labeled people; AP and recall at IoU 0.5, score >= 0.5).
 
 HOG's windows are computed once per image at a low margin and cached under --work; every
-variant (NMS only = before, NMS + containment = after, and a sweep of containment ratios and
-margin thresholds) is then post-processed from the same windows. The default variant is checked
-against ``HogDetector.detect`` on the first images, so the figures are those of ``psearch
-detect --weights hog --hog-upscale 2``. Writes ``benchmarks/results/hog_street.json``.
+variant is then post-processed from the same windows: ``before`` (NMS only: the HOG detector of
+the cascade benchmark's figures), ``trimmed`` (+ the window margin cut off), ``after`` (+
+containment suppression: the defaults), and a sweep of containment ratios (none = off) and margin
+thresholds. The ``after`` variant is checked against ``HogDetector.detect`` on the first images,
+so its figures are those of ``psearch detect --weights hog --hog-upscale 2``. Writes
+``benchmarks/results/hog_street.json``.
 
-    python benchmarks/hog_street.py --threads 1              # both worlds, ~10 min on 1 core
+    python benchmarks/hog_street.py --threads 1              # both worlds, ~15 min on 1 core
     python benchmarks/hog_street.py --formats cuhk --limit 50 # a quick look
-    python benchmarks/hog_street.py --no-contain             # only the old suppression
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ WORLD_SEED = 0
 HOG_UPSCALE = 2.0
 LOWEST_MARGIN = -0.5
 """Windows are collected down to this SVM margin so that lower thresholds can be swept too."""
-SWEEP_CONTAIN = (None, 0.5, 0.6, 0.7, 0.8, 0.9)
+SWEEP_CONTAIN = (None, 0.6, 0.7, 0.8, 0.9)
 SWEEP_MARGINS = (-0.25, 0.0, 0.25, 0.5, 1.0)
 
 
@@ -85,15 +86,17 @@ def raw_windows(dataset: Any, detector: Any, cache: Path, limit: int | None
 
 
 def variant(dataset: Any, windows: tuple, contain: float | None, margin: float,
-            limit: int | None) -> dict[str, Any]:
-    """Detection figures of one post-processing of the cached windows."""
+            limit: int | None, shrink: tuple[float, float] | None = None) -> dict[str, Any]:
+    """Detection figures of one post-processing of the cached windows (``shrink`` None: the
+    default trimming)."""
     import torch
 
-    from psearch.detector.inference import HogDetector
+    from psearch.detector.inference import HOG_SHRINK, HogDetector
     from psearch.evaluation.detection import evaluate_detection
 
     boxes, scores, sizes, _ = windows
-    hog = HogDetector(upscale=HOG_UPSCALE, contain=contain)
+    shrink = HOG_SHRINK if shrink is None else shrink
+    hog = HogDetector(upscale=HOG_UPSCALE, contain=contain, shrink=shrink)
     thresh = sigmoid(margin)
     detections, counts = {}, []
     for record, b, s, size in zip(dataset.gallery[:limit], boxes, scores, sizes, strict=True):
@@ -102,7 +105,8 @@ def variant(dataset: Any, windows: tuple, contain: float | None, margin: float,
         detections[record.name] = kept
         counts.append(len(kept[1]))
     sub = dataset if limit is None else _first_images(dataset, limit)
-    out = {"contain": contain, "margin": margin, "score_thresh": round(thresh, 4),
+    out = {"contain": contain, "shrink": list(shrink), "margin": margin,
+           "score_thresh": round(thresh, 4),
            "boxes_per_image": round(float(np.mean(counts)), 2),
            "people_per_image": round(float(np.mean([len(r.boxes) for r in sub.gallery])), 2)}
     for group, labeled in (("all", False), ("labeled", True)):
@@ -141,8 +145,6 @@ def main() -> None:
     parser.add_argument("--work", type=Path, default=Path("runs/hog_street"))
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--limit", type=int, help="Only the first N test images (a quick look).")
-    parser.add_argument("--no-contain", action="store_true",
-                        help="Only the old suppression (NMS), no containment variants.")
     parser.add_argument("--out", type=Path, default=RESULTS / "hog_street.json")
     args = parser.parse_args()
 
@@ -156,7 +158,6 @@ def main() -> None:
 
     args.work.mkdir(parents=True, exist_ok=True)
     default_margin = math.log(HOG_SCORE_THRESH / (1 - HOG_SCORE_THRESH))
-    contains = [None] if args.no_contain else list(SWEEP_CONTAIN)
     result: dict[str, Any] = {"command": " ".join(["python", *sys.argv]), "threads": args.threads,
                               "upscale": HOG_UPSCALE, "limit": args.limit, "worlds": {}}
     for fmt in args.formats:
@@ -165,13 +166,13 @@ def main() -> None:
         windows = raw_windows(dataset, HogDetector(upscale=HOG_UPSCALE, contain=None),
                               args.work / f"{fmt}_windows{suffix}.npz", args.limit)
         check_against_detector(dataset, windows)
-        before = variant(dataset, windows, None, 0.0, args.limit)
         world = {"test_images": len(dataset.gallery[:args.limit]),
-                 "seconds_per_image": round(windows[3], 3), "before": before}
-        if not args.no_contain:
-            world["after"] = variant(dataset, windows, HOG_CONTAIN, default_margin, args.limit)
+                 "seconds_per_image": round(windows[3], 3),
+                 "before": variant(dataset, windows, None, 0.0, args.limit, shrink=(0.0, 0.0)),
+                 "trimmed": variant(dataset, windows, None, default_margin, args.limit),
+                 "after": variant(dataset, windows, HOG_CONTAIN, default_margin, args.limit)}
         world["sweep"] = [variant(dataset, windows, c, m, args.limit)
-                          for c in contains for m in SWEEP_MARGINS]
+                          for c in SWEEP_CONTAIN for m in SWEEP_MARGINS]
         result["worlds"][fmt] = world
         print(markdown(fmt, world), flush=True)
     args.out.parent.mkdir(parents=True, exist_ok=True)
@@ -181,12 +182,13 @@ def main() -> None:
 
 def markdown(fmt: str, world: dict[str, Any]) -> str:
     lines = [f"\n{fmt} ({world['test_images']} test images, {world['seconds_per_image']} s/image)",
-             "| variant | contain | margin >= | boxes/image | people/image | AP all | recall all "
-             "| AP labeled | recall labeled |", "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
-    named = [("before", world["before"])] + ([("after", world["after"])] if "after" in world
-                                             else [])
+             "| variant | trim | contain | margin >= | boxes/image | people/image | AP all "
+             "| recall all | AP labeled | recall labeled |",
+             "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    named = [(name, world[name]) for name in ("before", "trimmed", "after")]
     for name, v in named + [("sweep", v) for v in world["sweep"]]:
-        lines.append(f"| {name} | {v['contain'] or '-'} | {v['margin']:g} | "
+        trim = "/".join(f"{x:g}" for x in v["shrink"])
+        lines.append(f"| {name} | {trim} | {v['contain'] or '-'} | {v['margin']:g} | "
                      f"{v['boxes_per_image']} | {v['people_per_image']} | "
                      f"{100 * v['all']['ap']:.1f} | {100 * v['all']['recall']:.1f} | "
                      f"{100 * v['labeled']['ap']:.1f} | {100 * v['labeled']['recall']:.1f} |")

@@ -77,12 +77,16 @@ def train_detector_command(data_root: str, fmt: str, out_dir: str, config_name: 
               help="Maximum detections per picture.")
 @click.option("--hog-upscale", type=click.FloatRange(min=0.1), default=1.0, show_default=True,
               help="HOG only: enlarge pictures first (its window is 64x128 pixels).")
+@click.option("--hog-contain", type=click.FloatRange(0, 1), default=None,
+              help="HOG only: drop a box when more than this fraction of it (or of a "
+                   "higher-scoring box) lies inside a higher-scoring box; 1 turns it off.  "
+                   "[default: 0.8]")
 @click.option("--device", default=None, help=DEVICE_HELP)
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
 def detect_command(inputs: tuple[str, ...], weights: str, out_dir: str, recursive: bool,
                    every: int, fps: float | None, batch_size: int, score_thresh: float,
-                   min_size: float, max_detections: int, hog_upscale: float, device: str | None,
-                   quiet: bool) -> None:
+                   min_size: float, max_detections: int, hog_upscale: float,
+                   hog_contain: float | None, device: str | None, quiet: bool) -> None:
     """Detect people in images, folders and videos; write crops and a manifest.
 
     Rerunning with the same --out skips the inputs already finished, so an interrupted run
@@ -95,14 +99,15 @@ def detect_command(inputs: tuple[str, ...], weights: str, out_dir: str, recursiv
       psearch detect --weights hog --hog-upscale 2 photo.jpg --out dets-hog/
     """
     from psearch.detector.detect import DetectSettings, run_detect
-    from psearch.detector.inference import HOG_NAME, HogDetector, load_detector
+    from psearch.detector.inference import HOG_CONTAIN, HOG_NAME, HogDetector, load_detector
     from psearch.detector.inputs import collect_sources
 
     if fps is not None and every != 1:
         raise PsearchError("--every and --fps are alternatives; give one of them")
     sources = collect_sources(list(inputs), recursive=recursive, exclude=out_dir)
     if weights.lower() == HOG_NAME:
-        detector = HogDetector(upscale=hog_upscale)
+        contain = HOG_CONTAIN if hog_contain is None else hog_contain
+        detector = HogDetector(upscale=hog_upscale, contain=None if contain >= 1 else contain)
     else:
         detector = load_detector(weights, device=device, batch_size=batch_size)
     settings = DetectSettings(score_thresh=score_thresh, min_size=min_size,

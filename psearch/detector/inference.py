@@ -112,9 +112,13 @@ class PersonDetector:
                 "device": str(self.device)}
 
 
-HOG_CONTAIN = 0.7
+HOG_CONTAIN = 0.8
 """HOG: a box is dropped when more than this fraction of the smaller of it and a higher-scoring
 box lies inside the other (nested windows around one person, or around part of a group)."""
+HOG_SHRINK = (0.15, 0.05)
+"""HOG: fraction of a window's width / height cut from each side. The 64 x 128 window holds the
+person with a margin of context around it (Dalal & Triggs); OpenCV's people-detection sample
+trims its boxes by these fractions."""
 HOG_SCORE_THRESH = 0.5
 """HOG's default score threshold: sigmoid(margin) >= 0.5, the SVM's own boundary (margin 0);
 see ``benchmarks/hog_street.py`` for the measured alternatives."""
@@ -153,17 +157,21 @@ class HogDetector:
     Scores: the SVM margin ``m`` of each window becomes ``sigmoid(m)``, so 0.5 is the SVM's own
     decision boundary and a larger margin is a more confident detection. Overlapping windows are
     merged by ``torchvision.ops.nms`` instead of OpenCV's grouping (which loses the margins),
+    trimmed of the window's context margin (``shrink``: fractions of width and height per side),
     then windows nested in a higher-scoring one are dropped (``contain``; ``None`` turns that
-    off). The detection window is 64 x 128 pixels: ``upscale`` > 1 enlarges images first so that
-    people shorter than about 100 pixels can be found (boxes are mapped back).
+    off). ``shrink=(0, 0), contain=None`` is the detector before both were added. The detection
+    window is 64 x 128 pixels: ``upscale`` > 1 enlarges images first so that people shorter
+    than about 100 pixels can be found (boxes are mapped back).
     """
 
     def __init__(self, upscale: float = 1.0, win_stride: int = 8, scale: float = 1.05,
-                 nms_iou: float = 0.4, contain: float | None = HOG_CONTAIN) -> None:
+                 nms_iou: float = 0.4, contain: float | None = HOG_CONTAIN,
+                 shrink: tuple[float, float] = HOG_SHRINK) -> None:
         self.hog = cv2.HOGDescriptor()
         self.hog.setSVMDetector(cv2.HOGDescriptor_getDefaultPeopleDetector())
         self.upscale, self.win_stride = upscale, win_stride
         self.scale, self.nms_iou, self.contain = scale, nms_iou, contain
+        self.shrink = (float(shrink[0]), float(shrink[1]))
 
     def detect(self, images: list[np.ndarray], score_thresh: float = HOG_SCORE_THRESH,
                max_detections: int | None = None) -> Detections:
@@ -198,12 +206,17 @@ class HogDetector:
 
     def suppress(self, boxes: torch.Tensor, scores: torch.Tensor, size: tuple[int, int],
                  max_detections: int | None = None) -> tuple[np.ndarray, np.ndarray]:
-        """NMS, clipping to the image ``size`` (height, width), then containment suppression of
-        ``windows``' output -> (boxes, scores) as NumPy, by descending score."""
+        """NMS, trimming, clipping to the image ``size`` (height, width), then containment
+        suppression of ``windows``' output -> (boxes, scores) as NumPy, by descending score."""
         if len(boxes) == 0:
             return _empty()
         keep = nms(boxes, scores, self.nms_iou)  # sorted by descending score
-        boxes = boxes[keep].clamp_(min=0)
+        boxes = boxes[keep]
+        if self.shrink != (0.0, 0.0):
+            wh = boxes[:, 2:] - boxes[:, :2]
+            cut = wh * torch.tensor(self.shrink)
+            boxes = torch.cat([boxes[:, :2] + cut, boxes[:, 2:] - cut], 1)
+        boxes = boxes.clamp_(min=0)
         boxes[:, 0::2] = boxes[:, 0::2].clamp(max=size[1])
         boxes[:, 1::2] = boxes[:, 1::2].clamp(max=size[0])
         scores = scores[keep]
@@ -215,7 +228,8 @@ class HogDetector:
     def describe(self) -> dict[str, Any]:
         return {"backend": HOG_NAME, "checkpoint": None, "upscale": self.upscale,
                 "win_stride": self.win_stride, "scale": self.scale, "nms_iou": self.nms_iou,
-                "contain": self.contain, "score": "sigmoid(SVM margin)"}
+                "contain": self.contain, "shrink": list(self.shrink),
+                "score": "sigmoid(SVM margin)"}
 
 
 def load_detector(weights: str | os.PathLike, device: str | torch.device | None = "cpu",
