@@ -15,7 +15,7 @@ DEVICE_HELP = "cpu, cuda or cuda:N; default: cuda when available"
 @click.option("--format", "fmt", default="auto", show_default=True,
               type=click.Choice(["auto", "cuhk", "prw", "folder"]), help="Dataset format.")
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False),
-              help="Run folder: epoch_N.pt, last.pt, metrics.json.")
+              help="Run folder: last.pt (each epoch), metrics.json.")
 @click.option("--config", "config_name", default="detector_cpu", show_default=True,
               help="Preset name (detector_cpu, detector_cuhk, detector_prw) or a YAML file.")
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
@@ -59,7 +59,8 @@ def train_detector_command(data_root: str, fmt: str, out_dir: str, config_name: 
 @click.command("detect")
 @click.argument("inputs", nargs=-1, required=True, type=click.Path())
 @click.option("--weights", required=True,
-              help="A train-detector checkpoint, or 'hog' for OpenCV's HOG baseline.")
+              help="A checkpoint that can detect (train-detector, train-joint), or 'hog' for "
+                   "OpenCV's HOG baseline.")
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False),
               help="Output folder: manifest.csv, sources.csv, crops/, detect.json.")
 @click.option("--recursive", "-r", is_flag=True, help="Search folders recursively.")
@@ -99,17 +100,15 @@ def detect_command(inputs: tuple[str, ...], weights: str, out_dir: str, recursiv
       psearch detect --weights hog --hog-upscale 2 photo.jpg --out dets-hog/
     """
     from psearch.detector.detect import DetectSettings, run_detect
-    from psearch.detector.inference import HOG_CONTAIN, HOG_NAME, HogDetector, load_detector
     from psearch.detector.inputs import collect_sources
+    from psearch.models import load_detector
 
     if fps is not None and every != 1:
         raise PsearchError("--every and --fps are alternatives; give one of them")
     sources = collect_sources(list(inputs), recursive=recursive, exclude=out_dir)
-    if weights.lower() == HOG_NAME:
-        contain = HOG_CONTAIN if hog_contain is None else hog_contain
-        detector = HogDetector(upscale=hog_upscale, contain=None if contain >= 1 else contain)
-    else:
-        detector = load_detector(weights, device=device, batch_size=batch_size)
+    detector = load_detector(weights, device=device, batch_size=batch_size, upscale=hog_upscale)
+    if hog_contain is not None and hasattr(detector, "contain"):  # the HOG baseline
+        detector.contain = None if hog_contain >= 1 else hog_contain
     settings = DetectSettings(score_thresh=score_thresh, min_size=min_size,
                               max_detections=max_detections, batch_size=batch_size,
                               every=every, fps=fps)
