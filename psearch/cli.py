@@ -21,6 +21,7 @@ STAGE_COMMAND_MODULES = (
     "psearch.reid.commands",
     "psearch.gallery.commands",
     "psearch.demo",
+    "psearch.weights",
 )
 
 

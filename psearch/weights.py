@@ -223,7 +223,7 @@ def list_command() -> None:
     """Each known weights file: name, cached or missing, source and cache path."""
     for name, (kind, entry) in known_weights().items():
         what, path, cached = describe_known(name, kind, entry)
-        click.echo(f"{name:<38} {'cached ' if cached else 'missing'}  {what}  {path}")
+        click.echo(f"{name:<41} {'cached ' if cached else 'missing'}  {what}  {path}")
 
 
 @weights_command.command("fetch")

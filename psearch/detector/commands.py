@@ -26,9 +26,12 @@ DEVICE_HELP = "cpu, cuda or cuda:N; default: cuda when available"
 @click.option("--resume", is_flag=True,
               help="Continue DIR/last.pt (same data required; its config is used).")
 @click.option("--no-eval", is_flag=True, help="Skip the detection AP/recall on the test split.")
+@click.option("--download", is_flag=True,
+              help="Let torchvision/timm download missing pretrained weights (needs network; "
+                   "never without this flag).")
 def train_detector_command(data_root: str, fmt: str, out_dir: str, config_name: str,
                            overrides: tuple[str, ...], epochs: int | None, device: str | None,
-                           resume: bool, no_eval: bool) -> None:
+                           resume: bool, no_eval: bool, download: bool) -> None:
     """Train the Faster R-CNN person detector on a person-search dataset.
 
     Trains on every box of the train split, writes a checkpoint per epoch and, at the end, the
@@ -37,19 +40,22 @@ def train_detector_command(data_root: str, fmt: str, out_dir: str, config_name: 
     \b
     Example (CPU preset, MobileNetV3-FPN from scratch):
       psearch train-detector --data world/ --format cuhk --out runs/det
-    Paper grade (ResNet-50-FPN, 900 px, COCO weights from the torch hub cache, GPU):
+    Paper grade (ResNet-50-FPN, 900 px, COCO weights from the torch hub cache, GPU; --download
+    fetches them first if missing):
       psearch train-detector --data CUHK-SYSU/ --config detector_cuhk --out runs/det --device cuda
     """
     from psearch.config import apply_overrides, load_config
     from psearch.data import load_dataset
     from psearch.detector.train import resolve_config, train_detector
+    from psearch.weights import allow_downloads
 
     if resume and overrides:
         raise PsearchError("--resume uses the checkpoint's config; --set is not allowed with it")
     config = resolve_config(apply_overrides(load_config(config_name), overrides))
     dataset = load_dataset(data_root, fmt)
-    metrics = train_detector(dataset, config, out_dir, device=device, resume=resume,
-                             epochs=epochs, evaluate=not no_eval)
+    with allow_downloads(download):
+        metrics = train_detector(dataset, config, out_dir, device=device, resume=resume,
+                                 epochs=epochs, evaluate=not no_eval)
     click.echo(f"checkpoint: {out_dir}/last.pt")
     for group, m in metrics.get("detection", {}).items():
         click.echo(f"detection ({group} people): AP {100 * m['ap']:.1f}%  "
