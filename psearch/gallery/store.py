@@ -291,6 +291,14 @@ def _read_header(directory: Path) -> dict:
     missing = {"rows", "dim", "index", "files", "reid"} - set(header)
     if missing:
         raise PsearchError(f"{path}: gallery header lacks {', '.join(sorted(missing))}")
+    files = header["files"]
+    valid = (isinstance(files, dict) and all(isinstance(files.get(k), str) and files[k]
+                                             and "/" not in files[k] for k in ("index", "rows"))
+             and all(isinstance(header[k], int) and header[k] >= 0 for k in ("rows", "dim"))
+             and isinstance(header["index"], dict) and isinstance(header["index"].get("kind"), str)
+             and isinstance(header["reid"], dict))
+    if not valid:
+        raise PsearchError(f"{path}: corrupt gallery header (fields of the wrong type)")
     return header
 
 
