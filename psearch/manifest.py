@@ -27,6 +27,7 @@ leaves a valid manifest of what was done, and a resumed run skips the finished i
 from __future__ import annotations
 
 import csv
+import hashlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -68,6 +69,14 @@ class Manifest:
 
     def crop_path(self, i: int) -> Path:
         return self.root / self.crops[i]
+
+    def digest(self, n: int | None = None) -> str:
+        """sha256 of the first ``n`` rows (all by default): crop names and boxes. Rows are only
+        ever appended, so an unchanged digest of a prefix means those rows are unchanged."""
+        n = len(self) if n is None else n
+        h = hashlib.sha256("\n".join(self.crops[:n].tolist()).encode())
+        h.update(np.ascontiguousarray(self.boxes[:n], dtype=np.float32).tobytes())
+        return h.hexdigest()
 
 
 def manifest_dir(path: str | os.PathLike) -> Path:

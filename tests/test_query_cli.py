@@ -102,14 +102,14 @@ def test_query_with_a_crop(world, gallery, capsys, tmp_path):
     assert json.loads(out)["queries"][0]["matches"][0]["row"] == 9
 
 
-def test_index_add_appends_more_embeddings(world, capsys, tmp_path):
+def test_index_add_takes_only_rows_the_gallery_lacks(world, capsys, tmp_path):
     _, _, dets, _, emb = world
     out = tmp_path / "g"
     assert run(["index", "--embeddings", str(emb), "--out", str(out)], capsys)[0] == 0
     code, stdout, err = run(["index", "--embeddings", str(emb), "--out", str(out), "--add"],
                             capsys)
     assert code == 0, err
-    assert "24 rows" in stdout and len(Gallery.load(out)) == 24
+    assert "nothing new" in stdout and len(Gallery.load(out)) == 12
 
 
 def _one_line_error(code: int, err: str, *fragments: str) -> None:

@@ -43,14 +43,21 @@ def index_command(embeddings_dir: Path, manifest_dir: Path | None, out: Path, in
 
     The gallery directory holds the FAISS index, the detections' metadata and gallery.json
     (index settings, the re-ID checkpoint and its sha256). Writes are atomic: an interrupted
-    build or add leaves the previous gallery as it was.
+    build or add leaves the previous gallery as it was. --add takes only the rows the gallery
+    does not hold yet (embeddings that grew are added in part); an IVF index retrains its
+    coarse quantizer when the gallery outgrows it 4x or the new rows lie 1.5x farther from its
+    centroids than the rows it was trained on.
     """
     from psearch.gallery.build import index_embeddings
 
     gallery = index_embeddings(embeddings_dir, out, manifest_dir, index=index_kind, add=add,
                                overwrite=overwrite, nlist=nlist, pq_m=pq_m,
                                target_recall=target_recall)
-    click.echo(f"{out}: {describe(gallery.header)}")
+    if add and not gallery.changed:
+        click.echo(f"{out}: nothing new in {embeddings_dir}; {describe(gallery.header)}")
+        return
+    click.echo(f"{out}: {describe(gallery.header)}" + (
+        f" (coarse quantizer retrained: {gallery.retrained})" if gallery.retrained else ""))
 
 
 def describe(header: dict) -> str:

@@ -110,6 +110,13 @@ class Rows:
             {**self.videos(), **other.videos()},
         )
 
+    def take(self, index: np.ndarray | slice) -> Rows:
+        """The rows at ``index`` (an index array or a slice), in that order."""
+        return Rows.from_columns(
+            self.sources[self.source_ids[index]], self.frames[index], self.boxes[index],
+            self.scores[index], np.char.decode(self.crops[index], "utf-8"), self.times[index],
+            self.videos())
+
     def crop(self, row: int) -> str:
         return self.crops[row].decode("utf-8")
 

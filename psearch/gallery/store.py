@@ -96,6 +96,8 @@ class Gallery:
         self.index = index
         self.rows = rows
         self.header = header
+        self.changed = False  # rows added since loading / building
+        self.retrained: str | None = None  # why the last add rebuilt the IVF index, if it did
         self._search_index: faiss.Index | None = None
         self._on_gpu = False
 
@@ -130,7 +132,9 @@ class Gallery:
 
     def add(self, vectors: np.ndarray, rows: Rows, reid: dict | None = None,
             inputs: list | None = None) -> None:
-        """Append ``vectors`` [M, D] and their ``rows``; IVF lists keep their trained centroids.
+        """Append ``vectors`` [M, D] and their ``rows``. An IVF-Flat index keeps its centroids
+        unless the added rows would skew it (``index.retrain_reason``): then it is rebuilt on all
+        rows with a new coarse quantizer and its ``nprobe`` tuned again.
 
         ``reid`` must name the same checkpoint (sha256) as the gallery's: embeddings of two
         models are not comparable.
@@ -146,12 +150,29 @@ class Gallery:
         if mine != theirs:
             raise PsearchError(f"embeddings come from re-ID checkpoint sha256 {theirs} but the "
                                f"gallery was built with {mine}; build a new gallery instead")
-        ix.add_in_chunks(self.index, vectors)
+        reason = ix.retrain_reason(self.header["index"], self.index, vectors, len(self))
+        self.retrained = reason
+        if reason is None:
+            ix.add_in_chunks(self.index, vectors)
+        else:  # a new coarse quantizer for all rows, then the search knob tuned again
+            self._retrain(np.concatenate([self.vectors(), vectors]), reason)
         self.rows = self.rows.concat(rows)
+        self.changed = True
         self.header["rows"] = len(self.rows)
         self.header["inputs"] = self.header["inputs"] + list(inputs or [])
         self.header["updated"] = _now()
         self._search_index = None
+
+    def _retrain(self, vectors: np.ndarray, reason: str) -> None:
+        """Rebuild the IVF index on ``vectors`` (every row, in order) with fresh centroids."""
+        old = self.header["index"]
+        nlist = None if old.get("nlist_auto", True) else old["nlist"]
+        index, info = ix.build_index(vectors, old["kind"], nlist=nlist)
+        target = old.get("target_recall", ix.DEFAULT_TARGET_RECALL)
+        info.update(ix.tune_search_knob(index, vectors, info["kind"], target))
+        info.update(target_recall=target, retrained=reason,
+                    retrains=int(old.get("retrains", 0)) + 1)
+        self.index, self.header["index"] = index, info
 
     # -- searching -----------------------------------------------------------------------------
 
