@@ -3,15 +3,17 @@
 A detect output directory holds::
 
     manifest.csv   one row per detection, columns MANIFEST_COLUMNS:
-                   source  path of the image or video file (absolute)
-                   frame   video frame index (0-based), or -1 for an image
+                   source  path of the image or video file, or of the folder of an image
+                           sequence (absolute)
+                   frame   video or sequence frame index (0-based), or -1 for an image
                    x1,y1,x2,y2  the box in pixels of the source picture
                    score   detector confidence in [0, 1]
                    crop    the crop JPEG, relative to the directory
-                   time    video: the frame's time in seconds (frame / the video's fps);
+                   time    video, sequence: the frame's time in seconds (frame / fps);
                            empty for an image or a video without a frame rate
     sources.csv    one row per *finished* input, columns SOURCE_COLUMNS:
-                   source, kind (image|video), frames (pictures processed), detections,
+                   source, kind (image|video|sequence), frames (pictures processed),
+                   detections,
                    fps (the video's frame rate, empty if none), step (video frames between
                    two processed frames)
     crops/         the crop JPEGs
@@ -124,7 +126,7 @@ def read_manifest(path: str | os.PathLike) -> Manifest:
             finished={s: r["kind"] for s, r in finished.items()},
             times=times,
             videos={s: (_number(r.get("fps")), _number(r.get("step")))
-                    for s, r in finished.items() if r["kind"] == "video"},
+                    for s, r in finished.items() if r["kind"] in ("video", "sequence")},
         )
     except ValueError as exc:
         raise PsearchError(f"{manifest_path}: malformed row ({exc})") from None

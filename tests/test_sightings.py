@@ -199,3 +199,42 @@ def test_generated_video_searched_end_to_end_gives_sightings_with_times(video_wo
     code, out, err = run([*query, "--per-frame", "--json"], capsys)
     [result] = json.loads(out)["queries"]
     assert len(result["matches"]) == 3 and "sightings" not in result
+
+
+def test_image_sequence_folder_gives_sightings_with_times(video_world, tmp_path, capsys):
+    """The same footage as 50 PNG frames of one camera at 10 fps (--sequence-fps)."""
+    root, video, dets, checkpoint, scene_a, box = video_world
+    capture = cv2.VideoCapture(str(video))
+    frames = tmp_path / "cam1"
+    frames.mkdir()
+    boxes = []
+    for i in range(50):
+        ok, bgr = capture.read()
+        assert ok
+        cv2.imwrite(str(frames / f"{i:05d}.png"), bgr)
+        boxes.append(scene_a.boxes if i < 10 or i >= 40 else np.zeros((0, 4)))
+    capture.release()
+    seq_dets = tmp_path / "dets"
+    sources = collect_sources([frames], sequence_fps=VIDEO_FPS)
+    assert [(s.kind, s.fps) for s in sources] == [("sequence", VIDEO_FPS)]
+    run_detect(ScriptedDetector(boxes), sources, seq_dets, DetectSettings(), progress=False)
+    manifest = read_manifest(seq_dets)
+    assert manifest.videos == {str(frames): (VIDEO_FPS, 1.0)}
+    np.testing.assert_allclose(manifest.times, manifest.frames / VIDEO_FPS)
+    emb, gallery = tmp_path / "emb", tmp_path / "gallery"
+    for argv in (["embed", "--weights", str(checkpoint), "--manifest", str(seq_dets), "--out",
+                  str(emb), "--quiet", "--device", "cpu"],
+                 ["index", "--embeddings", str(emb), "--out", str(gallery)]):
+        assert run(argv, capsys)[0] == 0
+    code, out, err = run(["query", "--gallery", str(gallery), "--image", str(scene_a.path),
+                          "--box", ",".join(f"{v:g}" for v in box), "--device", "cpu",
+                          "--top-k", "2", "--json", "--show", str(tmp_path / "sheet.png")],
+                         capsys)
+    assert code == 0, err
+    top = json.loads(out)["queries"][0]["sightings"]
+    assert sorted((s["start"], s["end"], s["frames"]) for s in top) == [
+        ("0:00:00.000", "0:00:00.900", 10), ("0:00:04.000", "0:00:04.900", 10)]
+    assert (tmp_path / "sheet.png").is_file()
+    from psearch.media import read_source_frame  # what the sheet draws: the folder's 41st image
+
+    np.testing.assert_array_equal(read_source_frame(frames, 40), read_image(frames / "00040.png"))

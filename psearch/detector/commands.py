@@ -74,6 +74,9 @@ def train_detector_command(data_root: str, fmt: str, out_dir: str, config_name: 
               help="Videos: process every N-th frame.")
 @click.option("--fps", type=click.FloatRange(min=0, min_open=True), default=None,
               help="Videos: process this many frames per second (instead of --every).")
+@click.option("--sequence-fps", type=click.FloatRange(min=0, min_open=True), default=None,
+              help="Each folder is one camera's image sequence (frames sorted by name) at this "
+                   "frame rate: its hits get times and group into sightings.")
 @click.option("--batch-size", type=click.IntRange(min=1), default=8, show_default=True,
               help="Pictures per forward pass.")
 @click.option("--score-thresh", type=click.FloatRange(0, 1), default=0.5, show_default=True,
@@ -91,7 +94,8 @@ def train_detector_command(data_root: str, fmt: str, out_dir: str, config_name: 
 @click.option("--device", default=None, help=DEVICE_HELP)
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
 def detect_command(inputs: tuple[str, ...], weights: str, out_dir: str, recursive: bool,
-                   every: int, fps: float | None, batch_size: int, score_thresh: float,
+                   every: int, fps: float | None, sequence_fps: float | None,
+                   batch_size: int, score_thresh: float,
                    min_size: float, max_detections: int, hog_upscale: float,
                    hog_contain: float | None, device: str | None, quiet: bool) -> None:
     """Detect people in images, folders and videos; write crops and a manifest.
@@ -103,6 +107,7 @@ def detect_command(inputs: tuple[str, ...], weights: str, out_dir: str, recursiv
     Examples:
       psearch detect --weights runs/det/last.pt gallery/ --out dets/
       psearch detect --weights runs/det/last.pt cam1.mp4 --fps 2 --out dets/
+      psearch detect --weights runs/det/last.pt cam2-frames/ --sequence-fps 25 --out dets/
       psearch detect --weights hog --hog-upscale 2 photo.jpg --out dets-hog/
     """
     from psearch.detector.detect import DetectSettings, run_detect
@@ -111,7 +116,8 @@ def detect_command(inputs: tuple[str, ...], weights: str, out_dir: str, recursiv
 
     if fps is not None and every != 1:
         raise PsearchError("--every and --fps are alternatives; give one of them")
-    sources = collect_sources(list(inputs), recursive=recursive, exclude=out_dir)
+    sources = collect_sources(list(inputs), recursive=recursive, exclude=out_dir,
+                              sequence_fps=sequence_fps)
     detector = load_detector(weights, device=device, batch_size=batch_size, upscale=hog_upscale)
     if hog_contain is not None and hasattr(detector, "contain"):  # the HOG baseline
         detector.contain = None if hog_contain >= 1 else hog_contain
