@@ -16,6 +16,7 @@ _EXPORTS = {
     "Gallery": "psearch.gallery.store",
     "Match": "psearch.gallery.store",
     "Rows": "psearch.gallery.rows",
+    "Sighting": "psearch.gallery.sightings",
     "index_embeddings": "psearch.gallery.build",
     "write_sheet": "psearch.gallery.sheet",
 }
