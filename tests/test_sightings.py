@@ -29,15 +29,16 @@ def test_format_time():
     assert format_time(float("nan")) == "-"
 
 
-def rows_of(sources, frames, fps, steps=None, times=None) -> Rows:
+def rows_of(sources, frames, fps, steps=None, times=None, boxes=None) -> Rows:
     frames = np.asarray(frames)
     n = len(frames)
+    boxes = np.tile([0, 0, 10, 20], (n, 1)) if boxes is None else boxes
     videos = {s: (f, (steps or {}).get(s, 1.0)) for s, f in fps.items()}
     if times is None:
         times = [fr / fps[s] if s in fps and fr >= 0 and np.isfinite(fps[s]) else np.nan
                  for s, fr in zip(sources, frames, strict=True)]
-    return Rows.from_columns(sources, frames, np.tile([0, 0, 10, 20], (n, 1)), np.ones(n),
-                             [""] * n, np.asarray(times, float), videos)
+    return Rows.from_columns(sources, frames, boxes, np.ones(n), [""] * n,
+                             np.asarray(times, float), videos)
 
 
 def lookup_for(rows: Rows):
@@ -53,25 +54,28 @@ def _flat(n: int):
 
 
 def test_group_sightings_splits_on_gaps_sources_and_images():
-    # a.mp4 at 10 fps: frames 0-4 (one run), 40-42 (3.6 s later: another); b.mp4 frames 0-1;
-    # two hits in frame 2 of a.mp4; one image.
+    # a.mp4 at 10 fps: frames 0-4 (one run), 40-42 (3.6 s later: another), and in frame 2 a
+    # second person far away (row 3); b.mp4 frames 0-1; one image.
     sources = ["a.mp4"] * 9 + ["b.mp4"] * 2 + ["img.jpg"]
     frames = [0, 1, 2, 2, 3, 4, 40, 41, 42, 0, 1, -1]
-    rows = rows_of(sources, frames, {"a.mp4": 10.0, "b.mp4": 25.0})
+    boxes = np.tile([0, 0, 10, 20], (12, 1))
+    boxes[3] = [300, 0, 310, 20]
+    rows = rows_of(sources, frames, {"a.mp4": 10.0, "b.mp4": 25.0}, boxes=boxes)
     ids = np.array([5, 0, 7, 2, 3, 9, 11, 1, 6, 4, 8, 10, -1])
     scores = np.array([.99, .98, .97, .96, .95, .94, .93, .92, .91, .9, .89, .88, 0.0])
     got = group_sightings(rows, ids, scores, top_k=10, gap=2.0, lookup=lookup_for(rows))
     summary = [(s.source, s.start_frame, s.end_frame, s.frames, s.hits, s.best.row) for s in got]
-    assert summary == [("a.mp4", 0, 4, 5, 6, 5), ("a.mp4", 40, 42, 3, 3, 7),
-                       ("b.mp4", 0, 1, 2, 2, 9), ("img.jpg", -1, -1, 1, 1, 11)]
-    assert [s.rank for s in got] == [1, 2, 3, 4] and [s.best.rank for s in got] == [1, 2, 3, 4]
+    assert summary == [("a.mp4", 0, 4, 5, 5, 5), ("a.mp4", 40, 42, 3, 3, 7),
+                       ("a.mp4", 2, 2, 1, 1, 3), ("b.mp4", 0, 1, 2, 2, 9),
+                       ("img.jpg", -1, -1, 1, 1, 11)]
+    assert [s.rank for s in got] == [1, 2, 3, 4, 5] == [s.best.rank for s in got]
     assert got[0].score == pytest.approx(.99) and got[0].bounds() == ("0:00:00.000",
                                                                       "0:00:00.400")
     assert got[0].best_time == pytest.approx(0.4)
-    assert got[2].span == "0:00:00.000-0:00:00.040"
-    assert got[3].bounds() == ("-", "-") and not got[3].is_video
+    assert got[3].span == "0:00:00.000-0:00:00.040"
+    assert got[4].bounds() == ("-", "-") and not got[4].is_video
     assert len(group_sightings(rows, ids, scores, 2, 2.0, lookup_for(rows))) == 2
-    # a tighter gap splits the first run nowhere (0.1 s steps), a 4 s gap joins a's two runs
+    # a 4 s gap joins a's two runs
     joined = group_sightings(rows, ids, scores, 10, 4.0, lookup_for(rows))
     assert (joined[0].start_frame, joined[0].end_frame, joined[0].frames) == (0, 42, 8)
 
@@ -106,6 +110,20 @@ def test_people_in_the_same_frames_stay_apart_and_jumps_split():
     got = group_sightings(rows, ids, scores, 10, 2.0, lookup_for(rows))
     assert [(s.score, s.start_frame, s.end_frame, s.frames) for s in got] == [
         (pytest.approx(0.9), 0, 4, 5), (pytest.approx(0.8), 5, 5, 1), (0.5, 0, 4, 5)]
+
+
+def test_two_people_walking_side_by_side_stay_two_sightings():
+    # 10 fps, boxes 100 high, 30 px apart (closer than the 0.6 box heights a person may move
+    # in 0.1 s): only mutual nearest boxes link, so each keeps its own track.
+    frames = np.repeat(np.arange(6), 2)
+    x = np.tile([0, 30], 6) + 5 * frames
+    boxes = np.stack([x, np.zeros(12), x + 40, np.full(12, 100)], 1)
+    rows = Rows.from_columns(["v.mp4"] * 12, frames, boxes, np.ones(12), [""] * 12,
+                             frames / 10.0, {"v.mp4": (10.0, 1.0)})
+    scores = np.where(np.arange(12) % 2 == 0, 0.9, 0.6)
+    got = group_sightings(rows, np.arange(12), scores, 10, 2.0, lookup_for(rows))
+    assert [(s.frames, s.hits, s.best.box[0] % 5 == 0) for s in got] == [(6, 6, True)] * 2
+    assert [round(s.score, 2) for s in got] == [0.9, 0.6]
 
 
 def _alone(boxes: np.ndarray, k: int) -> bool:

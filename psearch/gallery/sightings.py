@@ -4,7 +4,8 @@ A person walking past a camera for ten seconds is seen in every processed frame;
 frame they would fill the whole top-k. ``group_sightings`` links two hits of one video when they
 are in frames at most ``gap`` seconds apart (or 1.5 sampling intervals, when the frames were
 sampled more sparsely) and their boxes are where one walking person could be (similar height,
-centres within 0.5 + 1 box heights per second apart); the connected hits form one ``Sighting``:
+centres within 0.5 + 1 box heights per second apart), each the other's nearest such box in the
+nearest frame that has one (mutual, as a tracker links); the linked hits form one ``Sighting``:
 start and end time, best frame and score, frames matched. Sightings rank by their best score, so
 other people in the same frames form sightings of their own, further down. Hits in images
 (frame -1) stay sightings of their own. The grouping is vectorised NumPy (plus SciPy's connected
@@ -140,7 +141,9 @@ def link_pairs(key: np.ndarray, position: np.ndarray, reach: np.ndarray, boxes: 
                ) -> tuple[np.ndarray, np.ndarray]:
     """Pairs (i, j) of hits that belong to one sighting: same ``key`` (source), in different
     frames at most ``reach`` [K] seconds apart, boxes [K, 4] of similar height (ratio <= 2) whose
-    centres lie within (0.5 + SPEED * dt) box heights of each other (a walking person).
+    centres lie within (0.5 + SPEED * dt) box heights of each other (a walking person), and each
+    the other's nearest such box in the nearest frame (mutual, frame to next frame, as a tracker
+    links: two people side by side, or a crowd, stay separate sightings).
 
     Vectorised: hits are sorted by (key, position) and each is paired only with the hits after
     it inside its window (``searchsorted``), so the work grows with the hits per window, not K^2.
@@ -165,7 +168,21 @@ def link_pairs(key: np.ndarray, position: np.ndarray, reach: np.ndarray, boxes: 
     ratio = np.minimum(heights[i], heights[j]) / h
     shift = np.linalg.norm(centres[i] - centres[j], axis=1)
     keep = (dt > 0) & (ratio >= 0.5) & (shift <= h * (0.5 + SPEED * dt))
-    return i[keep], j[keep]
+    i, j, cost = i[keep], j[keep], (shift / h)[keep]
+    # As a tracker links: i's successor is the nearest box of the next frame that has one
+    # within reach, j's predecessor the nearest box of the latest such earlier frame; a pair
+    # is kept when both agree, so every hit has at most one link each way.
+    mutual = _first(i, position[j], cost) & _first(j, -position[i], cost)
+    return i[mutual], j[mutual]
+
+
+def _first(group: np.ndarray, when: np.ndarray, cost: np.ndarray) -> np.ndarray:
+    """bool mask: per value of ``group``, the pair with the smallest ``when``, then ``cost``."""
+    order = np.lexsort((cost, when, group))
+    first = np.r_[True, group[order][1:] != group[order][:-1]]
+    mask = np.zeros(len(order), bool)
+    mask[order[first]] = True
+    return mask
 
 
 def group_sightings(rows: Rows, ids: np.ndarray, scores: np.ndarray, top_k: int,
