@@ -141,7 +141,7 @@ def _score_block(sims, q_pids, q_cams, g_pids, g_cams, topk, average):
     first = np.where(good, rank, np.iinfo(np.int64).max).min(axis=1)
     hits = first[:, None] < np.asarray(topk)[None, :]
     found = np.cumsum(good, axis=1)  # correct matches up to and including each position
-    precision = found / (rank + 1)
+    precision = found / np.maximum(rank + 1, 1)  # ignored leading crops have rank -1
     if average == "torchreid":
         total = np.where(good, precision, 0.0).sum(axis=1)
     else:  # trapezoid between the precision before this hit and at it
