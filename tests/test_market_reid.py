@@ -53,3 +53,11 @@ def test_train_reid_on_market_crops(market_world, tmp_path, capsys):
     assert "test (market, gt boxes)" in printed
     n_train = len(load_dataset(market_world, "market").train)
     assert f"train-reid: {n_train} crops ({n_train} labeled" in printed  # crops as they are
+
+
+def test_the_search_protocols_refuse_a_crop_set(market_world):
+    from psearch.errors import PsearchError
+    from psearch.evaluation import search_protocols
+
+    with pytest.raises(PsearchError, match="crop dataset"):
+        search_protocols(load_dataset(market_world, "market"))
