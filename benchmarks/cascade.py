@@ -144,7 +144,7 @@ def build_world(fmt: str, args: argparse.Namespace, env: dict[str, str],
     stages.command("train re-ID",
                    ["train-reid", "--data", world, "--format", fmt, "--out", reid, "--config",
                     REID_CONFIG, "--epochs", reid_epochs, "--quiet",
-                    *(["--resume"] if (reid / "reid.pt").is_file() else [])],
+                    *(["--resume"] if (reid / "last.pt").is_file() else [])],
                    lambda: reid_finished(reid, reid_epochs))
 
     dataset = load_dataset(world, fmt)
@@ -159,7 +159,7 @@ def build_world(fmt: str, args: argparse.Namespace, env: dict[str, str],
         stages.command(f"detect ({name})", ["detect", "--weights", weights, "--out", dets,
                                             "--quiet", *extra, *test_images],
                        lambda dets=dets: detect_finished(dets))
-        stages.command(f"embed ({name})", ["embed", "--weights", reid / "reid.pt", "--manifest",
+        stages.command(f"embed ({name})", ["embed", "--weights", reid / "last.pt", "--manifest",
                                            dets, "--out", emb, "--quiet", "--restart"],
                        lambda emb=emb: (emb / "embeddings.json").is_file())
         stages.command(f"index ({name})", ["index", "--embeddings", emb, "--out", gallery,
@@ -194,7 +194,7 @@ def evaluate_world(fmt: str, built: dict[str, Any], log: Callable[[str], None]) 
     from psearch.reid.model import build_reid_net
 
     dataset = built["dataset"]
-    model = ReidModel.from_checkpoint(built["reid"] / "reid.pt", device="cpu")
+    model = ReidModel.from_checkpoint(built["reid"] / "last.pt", device="cpu")
     torch.manual_seed(int(model.config["train"]["seed"]))
     untrained = ReidModel(build_reid_net(model.config["model"]), model.config, "cpu")
     colour = ColorHistogramEmbedder()

@@ -58,7 +58,8 @@ def world(root: Path, fmt: str, seed: int, spec: dict[str, Any], log) -> Path:
 
 def train(dataset: Any, cfg: dict[str, Any], out: Path, log) -> dict[str, Any]:
     """Train (or reuse / resume) a re-ID model; its history and training seconds."""
-    from psearch.reid.train import CHECKPOINT_NAME, HISTORY_NAME, train_reid
+    from psearch.reid.train import HISTORY_NAME, train_reid
+    from psearch.training import LAST_NAME
 
     epochs = int(cfg["train"]["epochs"])
     history_path = out / HISTORY_NAME
@@ -67,7 +68,7 @@ def train(dataset: Any, cfg: dict[str, Any], out: Path, log) -> dict[str, Any]:
         log(f"  {out.name}: reused ({epochs} epochs)")
     else:
         history = train_reid(dataset, cfg, out, device="cpu",
-                             resume=(out / CHECKPOINT_NAME).is_file(), progress=False,
+                             resume=(out / LAST_NAME).is_file(), progress=False,
                              log=lambda line: log(f"    {out.name}: {line}"))
     return {"history": history, "train_seconds": round(sum(h["seconds"] for h in history), 1)}
 
@@ -100,15 +101,16 @@ def main() -> None:
     from psearch.baselines.color import ColorHistogramEmbedder
     from psearch.data import load_dataset
     from psearch.io import write_json_atomic
-    from psearch.reid.commands import reid_config
+    from psearch.reid.config import reid_config
     from psearch.reid.model import ReidModel, build_reid_net
 
     started = time.perf_counter()
     work = args.work / ("smoke" if args.smoke else "full")
     spec = SMOKE_WORLD if args.smoke else WORLD
     epochs = 2 if args.smoke else args.epochs
-    cfg = reid_config(CONFIG, (f"train.epochs={epochs}",) if epochs else ())
-    cfg["train"]["eval_every"] = 0  # scored below, the same way for every row
+    # no evaluation while training: every row is scored below, the same way
+    cfg = reid_config(CONFIG, ("train.eval_every=0", *([f"train.epochs={epochs}"] if epochs
+                                                       else [])))
     print(f"work: {work}", flush=True)
     log = lambda line: print(line, flush=True)  # noqa: E731
     notes: list[str] = []
@@ -125,11 +127,11 @@ def main() -> None:
     rows = [
         {"row": "(a)", "method": "re-ID trained on Market crops of world A (cross-dataset)",
          "trained_on": "market_A", **trained["market"],
-         "scores": scores(ReidModel.from_checkpoint(work / "reid_market_A" / "reid.pt", "cpu"),
+         "scores": scores(ReidModel.from_checkpoint(work / "reid_market_A" / "last.pt", "cpu"),
                           cuhk, market)},
         {"row": "(b)", "method": "re-ID trained on world B's train split (in-domain)",
          "trained_on": "cuhk_B", **trained["cuhk"],
-         "scores": scores(ReidModel.from_checkpoint(work / "reid_cuhk_B" / "reid.pt", "cpu"),
+         "scores": scores(ReidModel.from_checkpoint(work / "reid_cuhk_B" / "last.pt", "cpu"),
                           cuhk, market)},
         {"row": "(c)", "method": "colour histogram (no training)", "trained_on": None,
          "scores": scores(ColorHistogramEmbedder(), cuhk, market)},

@@ -50,7 +50,7 @@ def main() -> None:
     from psearch.data import load_dataset
     from psearch.data.synth import generate_world
     from psearch.io import write_json_atomic
-    from psearch.reid.commands import reid_config
+    from psearch.reid.config import reid_config
     from psearch.reid.evaluate import evaluate_gt_boxes
     from psearch.reid.model import ReidModel, build_reid_net
     from psearch.reid.train import train_reid

@@ -35,7 +35,7 @@ def cli() -> None:
       psearch train-detector --data world/ ...    train the person detector
       psearch detect --weights det.pt frames/ --out dets/
       psearch train-reid --data world/ ...        train the re-ID embedding
-      psearch embed --weights reid.pt --manifest dets/manifest.csv --out emb/
+      psearch embed --weights runs/reid/last.pt --manifest dets/manifest.csv --out emb/
       psearch index --manifest ... --embeddings ... --out gallery/
       psearch query --gallery gallery/ --image q.jpg --box x1,y1,x2,y2
 

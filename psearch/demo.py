@@ -19,7 +19,7 @@ from typing import Any
 import click
 import numpy as np
 
-from psearch.config import apply_overrides, load_config
+from psearch.config import load_config
 from psearch.io import write_json_atomic
 
 WORLD_FORMAT = "cuhk"
@@ -48,8 +48,9 @@ def run_demo(out: str | Path, preset: str = "ci", seed: int = 0, device: str = "
     from psearch.gallery import index_embeddings
     from psearch.gallery.evaluate import gallery_results
     from psearch.reid import ReidModel
+    from psearch.reid.config import reid_config
     from psearch.reid.embed import embed_manifest
-    from psearch.reid.train import CHECKPOINT_NAME, HISTORY_NAME, train_reid
+    from psearch.reid.train import HISTORY_NAME, train_reid
 
     out = Path(out)
     paths = {name: out / name for name in
@@ -79,19 +80,17 @@ def run_demo(out: str | Path, preset: str = "ci", seed: int = 0, device: str = "
     detector_metrics = json.loads((det_dir / METRICS_NAME).read_text())
 
     reid_dir = paths["reid"]
-    reid_cfg = load_config("reid_cpu")
-    if reid_epochs is not None:
-        reid_cfg = apply_overrides(reid_cfg, [f"train.epochs={reid_epochs}"])
+    reid_cfg = reid_config(overrides=[f"train.epochs={reid_epochs}"] if reid_epochs else [])
     history_path = reid_dir / HISTORY_NAME
     done_epochs = len(json.loads(history_path.read_text())) if history_path.is_file() else 0
     if done_epochs < int(reid_cfg["train"]["epochs"]):
         stage("train re-ID", train_reid, dataset, reid_cfg, reid_dir, device=device,
-              resume=(reid_dir / CHECKPOINT_NAME).is_file(), log=log)
+              resume=(reid_dir / LAST_NAME).is_file(), log=log)
 
     detector = load_detector(det_dir / LAST_NAME, device=device)
     sources = collect_sources([r.path for r in dataset.gallery])
     stage("detect gallery images", run_detect, detector, sources, paths["detections"])
-    reid_model = ReidModel.from_checkpoint(reid_dir / CHECKPOINT_NAME, device=device)
+    reid_model = ReidModel.from_checkpoint(reid_dir / LAST_NAME, device=device)
     stage("embed detections", embed_manifest, reid_model, paths["detections"],
           paths["embeddings"], restart=True, log=log)
     gallery = stage("index gallery", index_embeddings, paths["embeddings"], paths["gallery"],

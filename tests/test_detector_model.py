@@ -15,7 +15,6 @@ from psearch.detector.model import NUM_CLASSES
 from psearch.detector.train import (
     DetectionTrainSet,
     _collate,
-    lr_factor,
     resolve_config,
     train_detector,
 )
@@ -85,14 +84,6 @@ def test_coco_weights_file_gives_its_person_rows_to_the_predictor(tmp_path) -> N
     assert torch.equal(loaded[key], state[key])
 
 
-def test_lr_warms_up_linearly_then_steps_down() -> None:
-    train = {"warmup_iters": 10, "warmup_factor": 0.1, "lr_steps": [2], "gamma": 0.1}
-    assert lr_factor(0, 100, train) == pytest.approx(0.1)
-    assert lr_factor(5, 100, train) == pytest.approx(0.55)
-    assert lr_factor(150, 100, train) == pytest.approx(1.0)
-    assert lr_factor(200, 100, train) == pytest.approx(0.1)
-
-
 def test_train_set_flips_boxes_with_the_image(cuhk_world) -> None:
     record = load_dataset(cuhk_world, "cuhk").train[0]
     image, target = DetectionTrainSet([record], hflip=1.0)[0]
@@ -130,13 +121,15 @@ def test_train_writes_checkpoints_metrics_and_resumes(cuhk_world, tmp_path) -> N
     assert payload["epoch"] == 1 and len(payload["data_fingerprint"]) == 64
     assert payload["train_seconds"] > 0
     assert payload["config"]["model"]["fpn_channels"] == 32  # the full config travels with it
-    assert (out / "epoch_1.pt").is_file() and payload["optimizer"]["state"]
+    assert payload["optimizer"]["state"] and payload["scheduler"]["last_epoch"] == 2
+    assert not (out / "epoch_1.pt").exists()  # only last.pt unless train.keep_epochs
 
     with pytest.raises(PsearchError, match="--resume"):
         train_detector(dataset, resolve_config(TINY), out, device="cpu", progress=False)
     train_detector(dataset, {}, out, device="cpu", resume=True, epochs=2, evaluate=False,
                    progress=False)
-    assert load_checkpoint(out / "last.pt")["epoch"] == 2
+    resumed = load_checkpoint(out / "last.pt")
+    assert resumed["epoch"] == 2 and [r["epoch"] for r in resumed["history"]] == [1, 2]
 
     dataset.train = dataset.train[:-1]  # other data: resuming would silently mix runs
     with pytest.raises(PsearchError, match="fingerprint"):

@@ -15,7 +15,7 @@ from psearch.data.synth import generate_world
 from psearch.evaluation.market import evaluate_market_dataset
 from psearch.media import read_image
 from psearch.reid.evaluate import evaluate_gt_boxes
-from psearch.reid.train import CHECKPOINT_NAME
+from psearch.training import LAST_NAME
 
 
 @pytest.fixture(scope="module")
@@ -47,7 +47,7 @@ def test_train_reid_on_market_crops(market_world, tmp_path, capsys):
           "--set", "data.k=2", "--set", "train.eval_every=1", "--device", "cpu", "--quiet"])
     printed = capsys.readouterr().out
     history = json.loads((out / "history.json").read_text())
-    assert len(history) == 2 and (out / CHECKPOINT_NAME).is_file()
+    assert len(history) == 2 and (out / LAST_NAME).is_file()
     assert all(h["eval"]["protocol"] == "market" for h in history)
     assert np.isfinite(history[-1]["loss"]) and 0 <= history[-1]["eval"]["mAP"] <= 1
     assert "test (market, gt boxes)" in printed

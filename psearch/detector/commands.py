@@ -15,7 +15,7 @@ DEVICE_HELP = "cpu, cuda or cuda:N; default: cuda when available"
 @click.option("--format", "fmt", default="auto", show_default=True,
               type=click.Choice(["auto", "cuhk", "prw", "folder"]), help="Dataset format.")
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False),
-              help="Run folder: epoch_N.pt, last.pt, metrics.json.")
+              help="Run folder: last.pt (each epoch), metrics.json.")
 @click.option("--config", "config_name", default="detector_cpu", show_default=True,
               help="Preset name (detector_cpu, detector_cuhk, detector_prw) or a YAML file.")
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",

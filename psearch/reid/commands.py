@@ -6,32 +6,11 @@ Heavy imports (torch, timm) happen inside the commands, so ``psearch --help`` st
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import click
 
-from psearch.config import apply_overrides, load_config
 from psearch.data import FORMATS
-
-DEFAULT_PRESET = "reid_cpu"
-
-
-def deep_merge(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
-    """``top`` over ``base``, merging nested mappings key by key."""
-    out = dict(base)
-    for key, value in top.items():
-        out[key] = (deep_merge(out[key], value)
-                    if isinstance(value, dict) and isinstance(out.get(key), dict) else value)
-    return out
-
-
-def reid_config(preset: str, overrides: tuple[str, ...] = ()) -> dict[str, Any]:
-    """A complete re-ID config: ``preset`` (name or file) read over ``reid_cpu``, then
-    ``--set`` overrides."""
-    cfg = load_config(preset)
-    if preset != DEFAULT_PRESET:
-        cfg = deep_merge(load_config(DEFAULT_PRESET), cfg)
-    return apply_overrides(cfg, list(overrides))
+from psearch.reid.config import DEFAULT_PRESET, reid_config
 
 
 @click.command("train-reid")
@@ -42,7 +21,7 @@ def reid_config(preset: str, overrides: tuple[str, ...] = ()) -> dict[str, Any]:
               help="Dataset format (auto: detected from the files); market: Market-1501 crops, "
                    "trained as they are and scored with the Market-1501 protocol.")
 @click.option("--out", required=True, type=click.Path(path_type=Path),
-              help="Output directory for reid.pt and history.json.")
+              help="Run folder: last.pt, best.pt, history.json.")
 @click.option("--config", "preset", default=DEFAULT_PRESET, show_default=True,
               help="Preset name (reid_cpu, reid_cuhk, reid_prw) or YAML file.")
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
@@ -57,7 +36,7 @@ def reid_config(preset: str, overrides: tuple[str, ...] = ()) -> dict[str, Any]:
                    "data.detections_iou (0.5) to a ground-truth box are added as extra crops "
                    "with that box's identity; the others are dropped.")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:1, ...")
-@click.option("--resume", is_flag=True, help="Continue the run saved in OUT/reid.pt.")
+@click.option("--resume", is_flag=True, help="Continue the run saved in OUT/last.pt.")
 @click.option("--quiet", is_flag=True, help="No progress bars.")
 def train_reid_command(data_root: Path, fmt: str, out: Path, preset: str,
                        overrides: tuple[str, ...], epochs: int | None, loss: str | None,
@@ -66,8 +45,8 @@ def train_reid_command(data_root: Path, fmt: str, out: Path, preset: str,
     """Train the re-ID embedding (timm backbone + OIM loss) on a dataset's train split.
 
     Evaluates on the test split with ground-truth boxes (the re-ID upper bound; Market-1501
-    crops: its mAP / CMC protocol) every train.eval_every epochs, and writes OUT/reid.pt after
-    every epoch.
+    crops: its mAP / CMC protocol) every train.eval_every epochs, and writes OUT/last.pt after
+    every epoch (OUT/best.pt: best mAP).
 
     \b
     Example:
@@ -87,12 +66,12 @@ def train_reid_command(data_root: Path, fmt: str, out: Path, preset: str,
     manifest = read_manifest(detections) if detections is not None else None
     history = train_reid(dataset, cfg, out, device=device, resume=resume, detections=manifest,
                          progress=not quiet, log=click.echo)
-    click.echo(f"saved {out / 'reid.pt'} ({len(history)} epochs)")
+    click.echo(f"saved {out / 'last.pt'} ({len(history)} epochs)")
 
 
 @click.command("embed")
 @click.option("--weights", required=True, type=click.Path(path_type=Path),
-              help="Re-ID checkpoint (reid.pt from psearch train-reid).")
+              help="Re-ID checkpoint (last.pt or best.pt from psearch train-reid).")
 @click.option("--manifest", "manifest_path", required=True, type=click.Path(path_type=Path),
               help="Detect output directory or its manifest.csv.")
 @click.option("--out", required=True, type=click.Path(path_type=Path),
@@ -113,7 +92,7 @@ def embed_command(weights: Path, manifest_path: Path, out: Path, batch_size: int
 
     \b
     Example:
-      psearch embed --weights runs/reid/reid.pt --manifest dets/ --out emb/
+      psearch embed --weights runs/reid/last.pt --manifest dets/ --out emb/
     """
     from psearch.reid.embed import embed_manifest
     from psearch.reid.model import ReidModel

@@ -1,12 +1,11 @@
 """The re-ID network (any timm backbone + linear/BatchNorm neck) and its inference API.
 
 ``ReidNet`` maps uint8 person crops [B, 3, H, W] to 256-d embeddings; ``ReidModel`` wraps a
-trained net for users: ``ReidModel.from_checkpoint("reid.pt").embed_crops(list_of_rgb_crops)``.
+trained net for users: ``ReidModel.from_checkpoint("last.pt").embed_crops(list_of_rgb_crops)``.
 """
 
 from __future__ import annotations
 
-import copy
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -23,24 +22,9 @@ from torch import nn
 from psearch.checkpoint import load_checkpoint
 from psearch.device import resolve_device
 from psearch.errors import PsearchError
+from psearch.reid.config import model_config
 
 CHECKPOINT_KIND = "reid"
-
-DEFAULT_MODEL_CONFIG: dict[str, Any] = {
-    "backbone": "resnet50",      # any timm model name
-    "pretrained": False,         # load timm's pretrained weights (local cache or hub)
-    "pretrained_file": None,     # or a local weights file for the backbone
-    "pool": "avg",               # timm global_pool
-    "dim": 256,                  # embedding size
-    "input_size": [256, 128],    # crop height, width
-    "timm_kwargs": {},           # extra keyword arguments for timm.create_model
-}
-
-
-def model_config(cfg: dict[str, Any] | None) -> dict[str, Any]:
-    """``cfg`` completed with the defaults of ``DEFAULT_MODEL_CONFIG``."""
-    return {**copy.deepcopy(DEFAULT_MODEL_CONFIG), **(cfg or {})}
-
 
 def create_backbone(cfg: dict[str, Any], pretrained: bool | None = None) -> nn.Module:
     """The timm backbone of ``cfg`` with its classifier removed (``num_classes=0``).
@@ -148,7 +132,7 @@ def resize_crops(crops: Sequence[np.ndarray], size: tuple[int, int]) -> np.ndarr
 class ReidModel:
     """A trained re-ID embedding for inference.
 
-    >>> model = ReidModel.from_checkpoint("reid.pt", device="cpu")
+    >>> model = ReidModel.from_checkpoint("runs/reid/last.pt", device="cpu")
     >>> feats = model.embed_crops([crop1, crop2])      # float32 [2, model.dim], unit norm
     >>> feats = model.embed_boxes(image, boxes)        # boxes float [N, 4] x1 y1 x2 y2
     """
