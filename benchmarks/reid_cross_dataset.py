@@ -63,7 +63,8 @@ def train(dataset: Any, cfg: dict[str, Any], out: Path, log) -> dict[str, Any]:
 
     epochs = int(cfg["train"]["epochs"])
     history_path = out / HISTORY_NAME
-    if history_path.is_file() and len(json.loads(history_path.read_text())) >= epochs:
+    done = history_path.is_file() and (out / LAST_NAME).is_file()
+    if done and len(json.loads(history_path.read_text())) >= epochs:
         history = json.loads(history_path.read_text())
         log(f"  {out.name}: reused ({epochs} epochs)")
     else:
