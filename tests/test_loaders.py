@@ -247,8 +247,12 @@ def test_prw_boxes_ids_and_cameras(tmp_path: Path) -> None:
     np.testing.assert_array_equal(f1.boxes, [[10, 20, 40, 60], [0, 4, 20, 34]])
     assert f1.pids.tolist() == [1, UNLABELED_PID]
     f2 = ds.image("c2s1_000002.jpg")  # anno_file; the h = 0 box is skipped
-    np.testing.assert_array_equal(f2.boxes, [[1.5, 2.5, 11.5, 22.5]])
+    np.testing.assert_array_equal(f2.boxes, [[1, 2, 11, 22]])  # truncated, as SeqNet does
     assert f2.pids.tolist() == [1]
+    boxes = np.concatenate([r.boxes for r in (*ds.train, *ds.gallery)])
+    assert np.array_equal(boxes, np.trunc(boxes))  # the reference convention: integer corners
+    exact = load_dataset(tmp_path, "prw", [], prw_boxes="exact")
+    np.testing.assert_array_equal(exact.image("c2s1_000002.jpg").boxes, [[1.5, 2.5, 11.5, 22.5]])
     f3 = ds.image("c1s2_000003.jpg")  # anno_previous
     np.testing.assert_array_equal(f3.boxes, [[5, 5, 25, 45], [30, 0, 40, 20]])
     assert f3.pids.tolist() == [3, UNLABELED_PID]
@@ -264,8 +268,13 @@ def test_prw_queries_from_crlf_file(tmp_path: Path) -> None:
         ("c1s2_000003.jpg", 3, 1),
         ("c3s1_000004.jpg", 3, 3),
     ]
-    np.testing.assert_array_equal(ds.queries[0].box, [5.5, 0, 25.5, 40])
+    # Reference order: corners (5.5, -2, 25.5, 38), truncated, then clipped to 0.
+    np.testing.assert_array_equal(ds.queries[0].box, [5, 0, 25, 38])
     assert ds.cuhk_protocols == {}
+    exact = load_dataset(tmp_path, "prw", [], prw_boxes="exact")  # clipped first, fractional
+    np.testing.assert_array_equal(exact.queries[0].box, [5.5, 0, 25.5, 40])
+    with pytest.raises(PsearchError, match="PRW boxes 'round'"):
+        load_dataset(tmp_path, "prw", [], prw_boxes="round")
 
 
 @pytest.mark.parametrize(

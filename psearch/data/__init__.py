@@ -1,4 +1,4 @@
-"""psearch.data: the annotation model and the dataset loaders.
+"""psearch.data: the annotation model and the dataset loaders (imported when first used).
 
 >>> from psearch.data import load_dataset
 >>> ds = load_dataset("CUHK-SYSU/")            # or fmt="cuhk" | "prw" | "folder" | "market"
@@ -20,10 +20,6 @@ from psearch.data.annotations import (
     PersonSearchDataset,
     QueryRecord,
 )
-from psearch.data.cuhk import is_cuhk, load_cuhk
-from psearch.data.folder import is_folder, load_folder
-from psearch.data.market import is_market, load_market
-from psearch.data.prw import is_prw, load_prw
 from psearch.errors import PsearchError
 
 FORMATS = ("cuhk", "prw", "folder", "market")
@@ -50,6 +46,11 @@ def detect_format(root: str | os.PathLike) -> str:
     folder: ``annotations.json`` or ``annotations.csv``; market: ``bounding_box_test/``,
     ``query/`` or ``bounding_box_train/``.
     """
+    from psearch.data.cuhk import is_cuhk
+    from psearch.data.folder import is_folder
+    from psearch.data.market import is_market
+    from psearch.data.prw import is_prw
+
     root = Path(root)
     if not root.is_dir():
         raise PsearchError(f"{root}: dataset folder not found")
@@ -64,15 +65,23 @@ def detect_format(root: str | os.PathLike) -> str:
 
 
 def load_dataset(
-    root: str | os.PathLike, fmt: str = "auto", notes: list[str] | None = None
+    root: str | os.PathLike, fmt: str = "auto", notes: list[str] | None = None,
+    prw_boxes: str = "reference",
 ) -> PersonSearchDataset:
     """Load a CUHK-SYSU, PRW, folder-format or Market-1501 dataset without decoding its images.
 
     ``fmt``: "cuhk", "prw", "folder", "market" or "auto" (``detect_format``). Facts worth
     knowing about the files (boxes skipped because w or h <= 0, clipped coordinates, unmatched
     appearances) are appended to ``notes`` if given, else logged as warnings. Bad input raises
-    ``PsearchError`` naming the file and the problem.
+    ``PsearchError`` naming the file and the problem. ``prw_boxes``: "reference" (integer
+    corners, as SeqNet and its successors read PRW: their published figures use them) or
+    "exact" (fractional corners); see ``psearch.data.prw``.
     """
+    from psearch.data.cuhk import load_cuhk
+    from psearch.data.folder import load_folder
+    from psearch.data.market import load_market
+    from psearch.data.prw import load_prw
+
     root = Path(root)
     if not root.is_dir():
         raise PsearchError(f"{root}: dataset folder not found")
@@ -84,7 +93,10 @@ def load_dataset(
             f"unknown dataset format {fmt!r}; expected one of auto, {', '.join(FORMATS)}"
         )
     collected: list[str] = []
-    dataset = loaders[fmt](root, collected)
+    if fmt == "prw":
+        dataset = load_prw(root, collected, boxes=prw_boxes)
+    else:
+        dataset = loaders[fmt](root, collected)
     if notes is None:
         for note in collected:
             log.warning(note)

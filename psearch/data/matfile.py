@@ -136,7 +136,7 @@ def xywh_rows(values: np.ndarray, where: str) -> np.ndarray:
         raise PsearchError(f"{where}: boxes are not numeric [x y w h]") from None
 
 
-def xywh_to_xyxy(boxes: np.ndarray) -> np.ndarray:
-    """[N, 4] (x, y, w, h) -> float32 [N, 4] (x1, y1, x2, y2) = (x, y, x + w, y + h)."""
+def xywh_to_xyxy(boxes: np.ndarray, dtype: type = np.float32) -> np.ndarray:
+    """[N, 4] (x, y, w, h) -> [N, 4] (x1, y1, x2, y2) = (x, y, x + w, y + h), float32 default."""
     boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
-    return np.concatenate([boxes[:, :2], boxes[:, :2] + boxes[:, 2:]], axis=1).astype(np.float32)
+    return np.concatenate([boxes[:, :2], boxes[:, :2] + boxes[:, 2:]], axis=1).astype(dtype)

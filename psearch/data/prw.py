@@ -8,11 +8,14 @@ Layout read::
     ROOT/frame_train.mat, frame_test.mat     img_index_train / img_index_test: names without .jpg
     ROOT/query_info.txt                      <id> <x> <y> <w> <h> <name without .jpg> per line
 
-Boxes: ids below 0 (PRW uses -2) are unlabeled. Negative values of ``[x y w h]`` are clipped to 0
-before the conversion to ``(x, y, x + w, y + h)`` (as the reference PRW code does); a box whose w
-or h is then <= 0 is skipped. Query boxes are clipped the same way, so that a query box equals
-the annotation of its person. Skips, clips and frames in neither split are counted in the notes.
-ID_train.mat and ID_test.mat are not needed and not read.
+Boxes: ids below 0 (PRW uses -2) are unlabeled. By default (``boxes="reference"``) boxes are
+read the way SeqNet and the codebases derived from it read them, since the published PRW
+figures come from those: gallery annotations clip negative ``[x y w h]`` values to 0, convert to
+``(x, y, x + w, y + h)`` and truncate to integers; query boxes convert the unclipped ``x y w h``
+to corners, truncate to integers and then clip to 0. ``boxes="exact"`` keeps the fractional
+coordinates instead (queries clipped like the annotations, so that a query box equals its
+person's annotation). A box whose w or h is <= 0 after that is skipped. Skips, clips and frames
+in neither split are counted in the notes. ID_train.mat and ID_test.mat are not read.
 """
 
 from __future__ import annotations
@@ -53,8 +56,16 @@ def camera_of(name: str, where: str) -> int:
     return int(match.group(1))
 
 
-def load_prw(root: str | os.PathLike, notes: list[str] | None = None) -> PersonSearchDataset:
-    """Load a PRW tree. Load notes (skipped and clipped boxes) are appended to ``notes``."""
+BOX_CONVENTIONS = ("reference", "exact")
+
+
+def load_prw(root: str | os.PathLike, notes: list[str] | None = None,
+             boxes: str = "reference") -> PersonSearchDataset:
+    """Load a PRW tree. Load notes (skipped and clipped boxes) are appended to ``notes``;
+    ``boxes``: "reference" (integer boxes, as SeqNet) or "exact" (see the module docstring)."""
+    if boxes not in BOX_CONVENTIONS:
+        raise PsearchError(f"PRW boxes {boxes!r}: expected one of {', '.join(BOX_CONVENTIONS)}")
+    integer = boxes == "reference"
     root = Path(root)
     notes = [] if notes is None else notes
     splits = {
@@ -88,8 +99,8 @@ def load_prw(root: str | os.PathLike, notes: list[str] | None = None) -> PersonS
     with progress:
         for split, names in splits.items():
             for name in names:
-                boxes, pids, n_skipped, n_clipped = _read_frame(
-                    root / ANNOTATION_DIR / f"{name}.mat"
+                frame_boxes, pids, n_skipped, n_clipped = _read_frame(
+                    root / ANNOTATION_DIR / f"{name}.mat", integer
                 )
                 skipped += n_skipped
                 clipped += n_clipped
@@ -97,7 +108,7 @@ def load_prw(root: str | os.PathLike, notes: list[str] | None = None) -> PersonS
                     ImageRecord(
                         name=name,
                         path=frame_dir / name,
-                        boxes=boxes,
+                        boxes=frame_boxes,
                         pids=pids,
                         camera=camera_of(name, str(root / SPLIT_FILES[split][0])),
                         split=split,
@@ -112,7 +123,8 @@ def load_prw(root: str | os.PathLike, notes: list[str] | None = None) -> PersonS
         notes.append(
             f"{root / ANNOTATION_DIR}: clipped {clipped} boxes with negative coordinates to 0"
         )
-    queries = _read_queries(root / QUERY_FILE, set(splits["test"]), set(splits["train"]))
+    queries = _read_queries(root / QUERY_FILE, set(splits["test"]), set(splits["train"]),
+                            integer)
     return PersonSearchDataset(
         name=root.name or "prw",
         root=root,
@@ -136,8 +148,9 @@ def _read_split(path: Path, variable: str) -> list[str]:
     return names
 
 
-def _read_frame(path: Path) -> tuple[np.ndarray, np.ndarray, int, int]:
-    """An annotation file -> (boxes float32 [K, 4] x1y1x2y2, pids int64 [K], skipped, clipped)."""
+def _read_frame(path: Path, integer: bool) -> tuple[np.ndarray, np.ndarray, int, int]:
+    """An annotation file -> (boxes float32 [K, 4] x1y1x2y2, pids int64 [K], skipped, clipped);
+    ``integer``: corners truncated to integers, as the reference code does."""
     variable, data = load_first_variable(path, BOX_VARIABLES)
     data = np.asarray(data)
     if data.size == 0:
@@ -154,13 +167,16 @@ def _read_frame(path: Path) -> tuple[np.ndarray, np.ndarray, int, int]:
         raise PsearchError(f"{path}: {variable} has non-integer person ids")
     xywh = data[:, 1:]
     clipped = int((xywh < 0).any(axis=1).sum())
-    xywh = np.clip(xywh, 0, None)
-    valid = (xywh[:, 2] > 0) & (xywh[:, 3] > 0)
+    corners = xywh_to_xyxy(np.clip(xywh, 0, None), dtype=np.float64)
+    if integer:
+        corners = np.trunc(corners)
+    valid = (corners[:, 2] > corners[:, 0]) & (corners[:, 3] > corners[:, 1])
     pids = np.where(ids < 0, UNLABELED_PID, ids).astype(np.int64)
-    return xywh_to_xyxy(xywh[valid]), pids[valid], int((~valid).sum()), clipped
+    return corners[valid].astype(np.float32), pids[valid], int((~valid).sum()), clipped
 
 
-def _read_queries(path: Path, test_frames: set[str], train_frames: set[str]) -> list[QueryRecord]:
+def _read_queries(path: Path, test_frames: set[str], train_frames: set[str],
+                  integer: bool) -> list[QueryRecord]:
     """query_info.txt -> queries; CRLF or LF line ends, blank lines ignored."""
     if not path.is_file():
         raise PsearchError(f"{path}: file not found")
@@ -182,8 +198,11 @@ def _read_queries(path: Path, test_frames: set[str], train_frames: set[str]) -> 
                 raise PsearchError(f"{where}: id must be an integer and x y w h numbers") from None
             if pid < 0 or not np.isfinite(xywh).all():
                 raise PsearchError(f"{where}: bad query id {pid} or non-finite box")
-            xywh = np.clip(xywh, 0, None)
-            if xywh[2] <= 0 or xywh[3] <= 0:
+            if integer:  # corners, truncated, then clipped: the reference order
+                box = np.clip(np.trunc(xywh_to_xyxy(xywh, dtype=np.float64)[0]), 0, None)
+            else:
+                box = xywh_to_xyxy(np.clip(xywh, 0, None), dtype=np.float64)[0]
+            if box[2] <= box[0] or box[3] <= box[1]:
                 raise PsearchError(f"{where}: query box has zero width or height")
             frame = _frame_file(fields[5])
             if frame not in test_frames:
@@ -193,7 +212,8 @@ def _read_queries(path: Path, test_frames: set[str], train_frames: set[str]) -> 
                 )
             queries.append(
                 QueryRecord(
-                    image=frame, box=xywh_to_xyxy(xywh)[0], pid=pid, camera=camera_of(frame, where)
+                    image=frame, box=box.astype(np.float32), pid=pid,
+                    camera=camera_of(frame, where)
                 )
             )
     return queries

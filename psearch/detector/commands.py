@@ -59,7 +59,8 @@ def train_detector_command(data_root: str, fmt: str, out_dir: str, config_name: 
 @click.command("detect")
 @click.argument("inputs", nargs=-1, required=True, type=click.Path())
 @click.option("--weights", required=True,
-              help="A train-detector checkpoint, or 'hog' for OpenCV's HOG baseline.")
+              help="A checkpoint that can detect (train-detector, train-joint), or 'hog' for "
+                   "OpenCV's HOG baseline.")
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False),
               help="Output folder: manifest.csv, sources.csv, crops/, detect.json.")
 @click.option("--recursive", "-r", is_flag=True, help="Search folders recursively.")
@@ -95,16 +96,13 @@ def detect_command(inputs: tuple[str, ...], weights: str, out_dir: str, recursiv
       psearch detect --weights hog --hog-upscale 2 photo.jpg --out dets-hog/
     """
     from psearch.detector.detect import DetectSettings, run_detect
-    from psearch.detector.inference import HOG_NAME, HogDetector, load_detector
     from psearch.detector.inputs import collect_sources
+    from psearch.models import load_detector
 
     if fps is not None and every != 1:
         raise PsearchError("--every and --fps are alternatives; give one of them")
     sources = collect_sources(list(inputs), recursive=recursive, exclude=out_dir)
-    if weights.lower() == HOG_NAME:
-        detector = HogDetector(upscale=hog_upscale)
-    else:
-        detector = load_detector(weights, device=device, batch_size=batch_size)
+    detector = load_detector(weights, device=device, batch_size=batch_size, upscale=hog_upscale)
     settings = DetectSettings(score_thresh=score_thresh, min_size=min_size,
                               max_detections=max_detections, batch_size=batch_size,
                               every=every, fps=fps)

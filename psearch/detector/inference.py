@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 import os
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import cv2
 import numpy as np
@@ -23,20 +23,9 @@ from psearch.checkpoint import load_checkpoint
 from psearch.detector.model import build_detector
 from psearch.device import resolve_device
 from psearch.errors import PsearchError
+from psearch.models import HOG_NAME, Detections, Detector, load_detector
 
-Detections = list[tuple[np.ndarray, np.ndarray]]
-"""Per image: boxes float32 [K, 4] (x1, y1, x2, y2) and scores float32 [K]."""
-
-HOG_NAME = "hog"
-
-
-class Detector(Protocol):
-    """What the detect runner needs from a detector."""
-
-    def detect(self, images: list[np.ndarray], score_thresh: float = 0.5,
-               max_detections: int | None = None) -> Detections: ...
-
-    def describe(self) -> dict[str, Any]: ...
+__all__ = ["Detections", "Detector", "HogDetector", "PersonDetector", "load_detector"]
 
 
 def _check_images(images: list[np.ndarray]) -> None:
@@ -68,9 +57,12 @@ class PersonDetector:
 
     @classmethod
     def from_checkpoint(cls, path: str | os.PathLike, device: str | torch.device | None = "cpu",
-                        batch_size: int = 8) -> PersonDetector:
-        """Rebuild the model from a ``psearch train-detector`` checkpoint (no weight files)."""
-        payload = load_checkpoint(path, kind="detector")
+                        batch_size: int = 8, payload: dict[str, Any] | None = None
+                        ) -> PersonDetector:
+        """Rebuild the model from a ``psearch train-detector`` checkpoint (no weight files);
+        ``payload``: the checkpoint already read by ``load_checkpoint``."""
+        if payload is None:
+            payload = load_checkpoint(path, kind="detector")
         config = payload["config"]
         model = build_detector(config.get("model"), load_weights=False)
         try:
@@ -163,11 +155,3 @@ class HogDetector:
         return {"backend": HOG_NAME, "checkpoint": None, "upscale": self.upscale,
                 "win_stride": self.win_stride, "scale": self.scale, "nms_iou": self.nms_iou,
                 "score": "sigmoid(SVM margin)"}
-
-
-def load_detector(weights: str | os.PathLike, device: str | torch.device | None = "cpu",
-                  batch_size: int = 8) -> PersonDetector | HogDetector:
-    """``"hog"``: the HOG baseline; anything else: a ``psearch train-detector`` checkpoint."""
-    if str(weights).lower() == HOG_NAME:
-        return HogDetector()
-    return PersonDetector.from_checkpoint(weights, device=device, batch_size=batch_size)

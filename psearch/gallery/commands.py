@@ -103,7 +103,10 @@ def query_command(gallery_dir: Path, image: Path | None, boxes: tuple[str, ...],
     Prints a ranked table: rank, cosine score, source image (or video:frame) and box. The query
     is embedded with the gallery's re-ID checkpoint (an error if its sha256 changed).
     """
-    from psearch.api import PersonSearch, check_box, crop_box
+    import numpy as np
+
+    from psearch.boxes import check_box, crop_box
+    from psearch.gallery.search import PersonSearch
     from psearch.gallery.sheet import write_sheet
     from psearch.media import read_image
 
@@ -121,8 +124,10 @@ def query_command(gallery_dir: Path, image: Path | None, boxes: tuple[str, ...],
         query_boxes = [check_box(parse_box(b), w, h) for b in boxes]
         crops = [crop_box(picture, b) for b in query_boxes]
     ps = PersonSearch(gallery_dir, device=device, checkpoint=checkpoint)
-    results = (ps.query_boxes(picture, query_boxes, top_k) if crop is None
-               else [ps.query(picture, None, top_k)])
+    # The boxes are checked once above; embed them (or the crop) and search in one batch.
+    embeddings = (ps.embedder.embed_boxes(picture, np.stack(query_boxes)) if crop is None
+                  else ps.embedder.embed_crops([picture]))
+    results = ps.search(embeddings, top_k)
     sheets = sheet_paths(show, len(results)) if show else [None] * len(results)
     for crop_rgb, matches, sheet in zip(crops, results, sheets, strict=True):
         if sheet is not None:
@@ -189,11 +194,11 @@ def evaluate_gallery_command(gallery_dir: Path, data_root: Path, fmt: str,
     Example:
       psearch evaluate-gallery --gallery gallery/ --data CUHK-SYSU/ --json eval.json
     """
-    from psearch.api import PersonSearch
     from psearch.data import load_dataset
     from psearch.evaluation import evaluate, format_report, write_report_json
     from psearch.evaluation import save_results as save_npz
     from psearch.gallery.evaluate import gallery_results
+    from psearch.gallery.search import PersonSearch
 
     dataset = load_dataset(data_root, fmt)
     ps = PersonSearch(gallery_dir, device=device, checkpoint=checkpoint)

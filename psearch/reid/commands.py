@@ -94,10 +94,10 @@ def embed_command(weights: Path, manifest_path: Path, out: Path, batch_size: int
     Example:
       psearch embed --weights runs/reid/last.pt --manifest dets/ --out emb/
     """
+    from psearch.models import load_embedder
     from psearch.reid.embed import embed_manifest
-    from psearch.reid.model import ReidModel
 
-    model = ReidModel.from_checkpoint(weights, device=device, batch_size=batch_size)
+    model = load_embedder(weights, device=device, batch_size=batch_size)
     meta = embed_manifest(model, manifest_path, out, batch_size=batch_size, workers=workers,
                           restart=restart, progress=not quiet, log=click.echo)
     click.echo(f"wrote {out / 'embeddings.npy'}: {meta['rows']} x {meta['dim']}")

@@ -149,9 +149,12 @@ class ReidModel:
 
     @classmethod
     def from_checkpoint(cls, path: str | os.PathLike, device: str | torch.device | None = "auto",
-                        batch_size: int = 128) -> ReidModel:
-        """Load a ``psearch train-reid`` checkpoint; ``PsearchError`` if it is not a usable one."""
-        payload = load_checkpoint(path, CHECKPOINT_KIND)
+                        batch_size: int = 128, payload: dict[str, Any] | None = None
+                        ) -> ReidModel:
+        """Load a ``psearch train-reid`` checkpoint; ``PsearchError`` if it is not a usable one.
+        ``payload``: the checkpoint already read by ``load_checkpoint``."""
+        if payload is None:
+            payload = load_checkpoint(path, CHECKPOINT_KIND)
         config = payload.get("config")
         if not isinstance(config, dict) or not isinstance(payload.get("model"), dict):
             raise PsearchError(f"{path}: re-ID checkpoint without 'config' or 'model' entries")
@@ -165,6 +168,12 @@ class ReidModel:
     def dim(self) -> int:
         """Embedding size D."""
         return self.net.dim
+
+    def describe(self) -> dict[str, Any]:
+        """What ``psearch embed`` records about the model."""
+        return {"kind": CHECKPOINT_KIND, "backbone": self.backbone_name,
+                "input_size": list(self.input_size), "dim": self.dim,
+                "checkpoint": None if self.checkpoint_path is None else str(self.checkpoint_path)}
 
     @property
     def backbone_name(self) -> str:
