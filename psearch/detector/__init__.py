@@ -9,8 +9,7 @@ Names are imported lazily, so that the CLI starts without loading torch.
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from psearch.lazy import lazy_getattr
 
 _EXPORTS = {
     "HogDetector": "psearch.detector.inference",
@@ -19,9 +18,4 @@ _EXPORTS = {
     "load_detector": "psearch.models",
 }
 __all__ = sorted(_EXPORTS)
-
-
-def __getattr__(name: str) -> Any:
-    if name in _EXPORTS:
-        return getattr(importlib.import_module(_EXPORTS[name]), name)
-    raise AttributeError(f"module 'psearch.detector' has no attribute {name!r}")
+__getattr__ = lazy_getattr(__name__, _EXPORTS)

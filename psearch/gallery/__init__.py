@@ -10,22 +10,16 @@ Submodules are imported lazily so that the CLI starts without loading FAISS.
 
 from __future__ import annotations
 
-from typing import Any
+from psearch.lazy import lazy_getattr
 
 _EXPORTS = {
     "Gallery": "psearch.gallery.store",
     "Match": "psearch.gallery.store",
+    "PersonSearch": "psearch.gallery.search",
     "Rows": "psearch.gallery.rows",
     "Sighting": "psearch.gallery.sightings",
     "index_embeddings": "psearch.gallery.build",
     "write_sheet": "psearch.gallery.sheet",
 }
 __all__ = sorted(_EXPORTS)
-
-
-def __getattr__(name: str) -> Any:
-    if name in _EXPORTS:
-        import importlib
-
-        return getattr(importlib.import_module(_EXPORTS[name]), name)
-    raise AttributeError(f"module 'psearch.gallery' has no attribute {name!r}")
+__getattr__ = lazy_getattr(__name__, _EXPORTS)

@@ -6,14 +6,8 @@ without importing torch/timm).
 
 from __future__ import annotations
 
-from typing import Any
+from psearch.lazy import lazy_getattr
 
-__all__ = ["ReidModel"]
-
-
-def __getattr__(name: str) -> Any:
-    if name == "ReidModel":
-        from psearch.reid.model import ReidModel
-
-        return ReidModel
-    raise AttributeError(f"module 'psearch.reid' has no attribute {name!r}")
+_EXPORTS = {"ReidModel": "psearch.reid.model"}
+__all__ = sorted(_EXPORTS)
+__getattr__ = lazy_getattr(__name__, _EXPORTS)
