@@ -104,7 +104,7 @@ def candidate_count(top_k: int, n_rows: int) -> int:
     return max(1, min(n_rows, max(MIN_CANDIDATES, CANDIDATES_PER_SIGHTING * top_k)))
 
 
-def group_hits(rows: Rows, ids: np.ndarray, scores: np.ndarray, gap: float = DEFAULT_GAP_S
+def group_hits(rows: Rows, ids: np.ndarray, gap: float = DEFAULT_GAP_S
                ) -> tuple[np.ndarray, np.ndarray]:
     """Group hits ``ids`` int [K] (rows, -1 = none) into sightings; see ``link_pairs``.
 
@@ -193,7 +193,7 @@ def group_sightings(rows: Rows, ids: np.ndarray, scores: np.ndarray, top_k: int,
     ``lookup(scores, ids) -> list[Match]`` turns the best hit of each sighting into a ``Match``
     (``Gallery.lookup``); only those ``top_k`` hits are looked up.
     """
-    group, pos = group_hits(rows, ids, scores, gap)
+    group, pos = group_hits(rows, ids, gap)
     if len(pos) == 0:
         return []
     n_groups = int(group[-1]) + 1
