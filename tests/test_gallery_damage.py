@@ -6,8 +6,7 @@ import json
 
 import numpy as np
 import pytest
-from test_gallery_world import clustered, fake_rows
-from test_query_cli import run
+from support import clustered, fake_rows, run_cli
 
 from psearch.errors import PsearchError
 from psearch.gallery.store import HEADER_NAME, Gallery
@@ -58,5 +57,5 @@ def test_query_cli_names_the_damaged_file(gallery_dir, capsys, tmp_path):
     from psearch.media import write_image
 
     write_image(crop, np.zeros((20, 10, 3), np.uint8))
-    code, _, err = run(["query", "--gallery", str(gallery_dir), "--crop", str(crop)], capsys)
+    code, _, err = run_cli(["query", "--gallery", str(gallery_dir), "--crop", str(crop)], capsys)
     assert code == 1 and err.startswith(f"error: {rows}") and err.count("\n") == 1

@@ -7,8 +7,7 @@ import json
 
 import numpy as np
 import pytest
-from test_gallery_world import clustered, fake_rows
-from test_reid_embed import interrupt_after, make_checkpoint, manifest  # noqa: F401 (fixture)
+from support import clustered, fake_rows, interrupt_after, tiny_checkpoint
 
 from psearch.gallery import index as ix
 from psearch.gallery.build import index_embeddings
@@ -33,7 +32,7 @@ def _grow(det, n=5, seed=1):
 
 
 def test_embed_appends_the_rows_of_a_grown_manifest(tmp_path, manifest, monkeypatch):  # noqa: F811
-    model = ReidModel.from_checkpoint(make_checkpoint(tmp_path / "reid.pt"), device="cpu")
+    model = ReidModel.from_checkpoint(tiny_checkpoint(tmp_path / "reid.pt", dim=256), device="cpu")
     out = tmp_path / "emb"
     embed_manifest(model, manifest, out, batch_size=2, progress=False)
     before = np.load(out / "embeddings.npy")
@@ -58,7 +57,7 @@ def test_embed_appends_the_rows_of_a_grown_manifest(tmp_path, manifest, monkeypa
 def test_embed_refuses_to_append_when_earlier_rows_changed(tmp_path, manifest):  # noqa: F811
     from psearch.errors import PsearchError
 
-    model = ReidModel.from_checkpoint(make_checkpoint(tmp_path / "reid.pt"), device="cpu")
+    model = ReidModel.from_checkpoint(tiny_checkpoint(tmp_path / "reid.pt", dim=256), device="cpu")
     embed_manifest(model, manifest, tmp_path / "emb", progress=False)
     text = (manifest / "manifest.csv").read_text().replace(",10.00,20.00,", ",11.00,20.00,", 1)
     (manifest / "manifest.csv").write_text(text)
@@ -68,7 +67,7 @@ def test_embed_refuses_to_append_when_earlier_rows_changed(tmp_path, manifest): 
 
 
 def test_index_add_takes_the_new_rows_of_grown_embeddings(tmp_path, manifest):  # noqa: F811
-    model = ReidModel.from_checkpoint(make_checkpoint(tmp_path / "reid.pt"), device="cpu")
+    model = ReidModel.from_checkpoint(tiny_checkpoint(tmp_path / "reid.pt", dim=256), device="cpu")
     emb, out = tmp_path / "emb", tmp_path / "gallery"
     embed_manifest(model, manifest, emb, progress=False)
     index_embeddings(emb, out)

@@ -7,8 +7,7 @@ import json
 import cv2
 import numpy as np
 import pytest
-from test_gallery_world import tiny_checkpoint
-from test_query_cli import run
+from support import run_cli, tiny_checkpoint
 
 from psearch.data import load_dataset
 from psearch.detector.detect import DetectSettings, run_detect
@@ -192,13 +191,13 @@ def test_generated_video_searched_end_to_end_gives_sightings_with_times(video_wo
     for argv in (["embed", "--weights", str(checkpoint), "--manifest", str(dets), "--out",
                   str(emb), "--quiet", "--device", "cpu"],
                  ["index", "--embeddings", str(emb), "--out", str(gallery)]):
-        code, _, err = run(argv, capsys)
+        code, _, err = run_cli(argv, capsys)
         assert code == 0, err
     rows = Gallery.load(gallery).rows
     np.testing.assert_allclose(rows.times, rows.frames / VIDEO_FPS)
     query = ["query", "--gallery", str(gallery), "--image", str(scene_a.path), "--box",
              ",".join(f"{v:g}" for v in box), "--device", "cpu", "--top-k", "3"]
-    code, out, err = run([*query, "--json", "--show", str(root / "sheet.html")], capsys)
+    code, out, err = run_cli([*query, "--json", "--show", str(root / "sheet.html")], capsys)
     assert code == 0, err
     [result] = json.loads(out)["queries"]
     top = result["sightings"][:2]
@@ -211,10 +210,10 @@ def test_generated_video_searched_end_to_end_gives_sightings_with_times(video_wo
     assert top[0]["score"] >= top[1]["score"] > result["sightings"][2]["score"]
     assert "0:00:04.000-0:00:04.800" in (root / "sheet.html").read_text()
 
-    code, out, err = run(query, capsys)
+    code, out, err = run_cli(query, capsys)
     assert code == 0, err
     assert "sightings" in out and "0:00:00.000" in out and "0:00:04.800" in out
-    code, out, err = run([*query, "--per-frame", "--json"], capsys)
+    code, out, err = run_cli([*query, "--per-frame", "--json"], capsys)
     [result] = json.loads(out)["queries"]
     assert len(result["matches"]) == 3 and "sightings" not in result
 
@@ -243,8 +242,8 @@ def test_image_sequence_folder_gives_sightings_with_times(video_world, tmp_path,
     for argv in (["embed", "--weights", str(checkpoint), "--manifest", str(seq_dets), "--out",
                   str(emb), "--quiet", "--device", "cpu"],
                  ["index", "--embeddings", str(emb), "--out", str(gallery)]):
-        assert run(argv, capsys)[0] == 0
-    code, out, err = run(["query", "--gallery", str(gallery), "--image", str(scene_a.path),
+        assert run_cli(argv, capsys)[0] == 0
+    code, out, err = run_cli(["query", "--gallery", str(gallery), "--image", str(scene_a.path),
                           "--box", ",".join(f"{v:g}" for v in box), "--device", "cpu",
                           "--top-k", "2", "--json", "--show", str(tmp_path / "sheet.png")],
                          capsys)

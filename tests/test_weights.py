@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from test_query_cli import run
+from support import run_cli
 
 from psearch.errors import PsearchError
 from psearch.weights import allow_downloads, downloads_allowed, timm_cached_file
@@ -121,13 +121,13 @@ def test_timm_download_goes_through_the_hub_and_cli_reports_offline(caches, monk
     assert calls[0] == (TIMM_REPO, "model.safetensors")
     assert torch.all(backbone.conv1[0].weight == 0.5)
 
-    code, out, _ = run(["weights", "list"], capsys)
+    code, out, _ = run_cli(["weights", "list"], capsys)
     assert code == 0 and "missing" in out
 
     def offline(*args, **kwargs):
         raise OSError("offline")
 
     monkeypatch.setattr(torch.hub, "download_url_to_file", offline)
-    code, out, err = run(["weights", "fetch", "detector-imagenet-resnet18_fpn"], capsys)
+    code, out, err = run_cli(["weights", "fetch", "detector-imagenet-resnet18_fpn"], capsys)
     assert code == 1 and err.count("\n") == 1
     assert err.startswith("error: ") and "resnet18-" in err and "OSError: offline" in err
