@@ -196,6 +196,9 @@ def main() -> None:
     parser.add_argument("--speed-only", type=Path, metavar="CHECKPOINT",
                         help="only the speed measurement of this joint checkpoint, on the first "
                              "test images of the --formats world; prints JSON")
+    parser.add_argument("--images", type=int, default=SPEED_IMAGES,
+                        help="--speed-only: how many test images")
+    parser.add_argument("--repeats", type=int, default=3, help="--speed-only: best of N")
     parser.add_argument("--score-thresh", type=float, default=0.5,
                         help="--speed-only: detection threshold (a barely trained model needs a "
                              "low one to output boxes)")
@@ -205,10 +208,10 @@ def main() -> None:
 
         fmt = args.formats[0]
         dataset = load_dataset(args.worlds / fmt / "world", fmt)
-        paths = [str(r.path) for r in dataset.gallery[:SPEED_IMAGES]]
+        paths = [str(r.path) for r in dataset.gallery[:args.images]]
         print(json.dumps({"checkpoint": str(args.speed_only), "world": fmt,
                           "score_thresh": args.score_thresh, "machine": machine(),
-                          **measure_speed(args.speed_only, paths,
+                          **measure_speed(args.speed_only, paths, args.repeats,
                                           score_thresh=args.score_thresh)}, indent=1))
         return
     if args.smoke and args.out == RESULTS / "joint_oim.json":
