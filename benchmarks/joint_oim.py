@@ -84,7 +84,7 @@ def build_world(fmt: str, args: argparse.Namespace, env: dict[str, str], log) ->
 
 
 def measure_speed(checkpoint: Path, paths: list[str], repeats: int = 3,
-                  score_thresh: float = 0.5) -> dict[str, float]:
+                  score_thresh: float = 0.5, max_detections: int = 100) -> dict[str, float]:
     """Seconds per image of (1) the bare model forward (boxes, scores and embeddings) on
     decoded images and (2) ``psearch detect --embed``'s runner on the image files (decode,
     forward, crops, manifest, embeddings), interleaved ``repeats`` times in this process (the
@@ -101,10 +101,12 @@ def measure_speed(checkpoint: Path, paths: list[str], repeats: int = 3,
     searcher = JointSearcher.from_checkpoint(checkpoint, device="cpu", batch_size=BATCH)
     tensors = [torch.from_numpy(read_image(p)).permute(2, 0, 1).float().div_(255) for p in paths]
     sources = collect_sources(paths)
-    settings = DetectSettings(score_thresh=score_thresh, batch_size=BATCH, embed=True)
+    settings = DetectSettings(score_thresh=score_thresh, batch_size=BATCH, embed=True,
+                              max_detections=max_detections)
     bare, one_pass, detections = [], [], 0
     for _ in range(repeats):
-        searcher.model.roi_heads.score_thresh = score_thresh
+        heads = searcher.model.roi_heads
+        heads.score_thresh, heads.detections_per_img = score_thresh, max_detections
         with torch.inference_mode():
             searcher.model.detect(tensors[:BATCH])  # warm-up
             start = time.perf_counter()
@@ -199,6 +201,8 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=SPEED_IMAGES,
                         help="--speed-only: how many test images")
     parser.add_argument("--repeats", type=int, default=3, help="--speed-only: best of N")
+    parser.add_argument("--max-detections", type=int, default=100,
+                        help="--speed-only: detections kept per image")
     parser.add_argument("--score-thresh", type=float, default=0.5,
                         help="--speed-only: detection threshold (a barely trained model needs a "
                              "low one to output boxes)")
@@ -211,8 +215,9 @@ def main() -> None:
         paths = [str(r.path) for r in dataset.gallery[:args.images]]
         print(json.dumps({"checkpoint": str(args.speed_only), "world": fmt,
                           "score_thresh": args.score_thresh, "machine": machine(),
+                          "max_detections": args.max_detections,
                           **measure_speed(args.speed_only, paths, args.repeats,
-                                          score_thresh=args.score_thresh)}, indent=1))
+                                          args.score_thresh, args.max_detections)}, indent=1))
         return
     if args.smoke and args.out == RESULTS / "joint_oim.json":
         parser.error("--smoke figures are not the benchmark's: give --out")
