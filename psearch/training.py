@@ -118,6 +118,10 @@ def fit(*, out_dir: str | os.PathLike, kind: str, config: dict[str, Any], model:
     if resume_payload is not None:
         start_epoch, seconds, history = _restore(resume_payload, model, modules, optimizer,
                                                  scheduler, kind)
+        # The schedule may depend on ``epochs``, which a resume can extend: the next step's
+        # learning rate comes from this run's schedule, not the saved one.
+        for group, base in zip(optimizer.param_groups, scheduler.base_lrs, strict=True):
+            group["lr"] = base * lr_lambda(scheduler.last_epoch)
         best = max((r["eval"][best_metric] for r in history
                     if best_metric and best_metric in r.get("eval", {})), default=-math.inf)
 

@@ -62,6 +62,11 @@ class PersonSearchDataset:
     ``cuhk_protocols`` maps a CUHK-SYSU gallery size (50, 100, ...) to one ``GalleryList`` per
     query, in query order, exactly as the TestG{N}.mat files list them. It is empty for PRW and
     folder datasets, whose gallery is every test image (see ``psearch.evaluation``).
+
+    ``crops``: every image is one person crop whose single box covers it (Market-1501 layout);
+    such a dataset is scored with the re-ID protocol (``psearch.evaluation.market``), its
+    queries' images are ``query_images`` (in neither split), and in its gallery pid 0 marks a
+    distractor and ``UNLABELED_PID`` a junk crop.
     """
 
     name: str
@@ -70,6 +75,8 @@ class PersonSearchDataset:
     gallery: list[ImageRecord]
     queries: list[QueryRecord]
     cuhk_protocols: dict[int, list[GalleryList]] = field(default_factory=dict)
+    crops: bool = False
+    query_images: list[ImageRecord] = field(default_factory=list)
 
     def split(self, split: str) -> list[ImageRecord]:
         """Images of ``split``: "train" or "test" (the gallery)."""
@@ -80,9 +87,9 @@ class PersonSearchDataset:
         raise ValueError(f"unknown split {split!r}; expected 'train' or 'test'")
 
     def image(self, name: str) -> ImageRecord:
-        """The record of image ``name`` from either split."""
+        """The record of image ``name`` from either split (or ``query_images``)."""
         if not hasattr(self, "_by_name"):
-            self._by_name = {r.name: r for r in (*self.train, *self.gallery)}
+            self._by_name = {r.name: r for r in (*self.train, *self.gallery, *self.query_images)}
         try:
             return self._by_name[name]
         except KeyError:

@@ -16,6 +16,7 @@ from tqdm import tqdm
 from psearch.data import FORMATS, UNLABELED_PID, PersonSearchDataset, detect_format, load_dataset
 from psearch.data.annotations import ImageRecord
 from psearch.data.folder import check_output_dir, write_folder
+from psearch.data.market import DISTRACTOR_PID
 from psearch.data.synth.cli import synth_command
 from psearch.errors import PsearchError
 
@@ -23,18 +24,25 @@ DEFAULT_GALLERY_SIZES = (50, 100)
 """TestG sizes built by ``convert --to cuhk`` for a source without protocols (if they fit)."""
 
 FORMAT_CHOICE = click.Choice(["auto", *FORMATS])
+WRITE_FORMATS = ("cuhk", "prw", "folder")
+"""Formats ``convert`` writes (scene datasets; Market-1501 crops come from ``psearch synth``)."""
 
 
 # --- counting --------------------------------------------------------------------------------
 
 
-def split_counts(records: list[ImageRecord], n_queries: int = 0) -> dict[str, int]:
+def split_counts(
+    records: list[ImageRecord], n_queries: int = 0, crops: bool = False
+) -> dict[str, int]:
     """images, boxes, labeled_boxes, unlabeled_boxes, identities, queries of one split.
 
-    The names match ``synth_summary.json`` of ``psearch.data.synth``.
+    The names match ``synth_summary.json`` of ``psearch.data.synth``. With ``crops`` (Market-1501
+    datasets) distractors (pid 0) count as unlabeled, like junk crops.
     """
     pids = np.concatenate([r.pids for r in records]) if records else np.zeros(0, np.int64)
     labeled = pids != UNLABELED_PID
+    if crops:
+        labeled &= pids != DISTRACTOR_PID
     return {
         "images": len(records),
         "boxes": int(len(pids)),
@@ -68,7 +76,7 @@ def protocol_stats(dataset: PersonSearchDataset) -> dict[str, dict[str, float]]:
 
 def decode_images(dataset: PersonSearchDataset, workers: int) -> dict[str, Any]:
     """Decode every image; count unreadable ones and boxes reaching outside their image."""
-    records = [*dataset.train, *dataset.gallery]
+    records = [*dataset.train, *dataset.gallery, *dataset.query_images]
 
     def shape(record: ImageRecord) -> tuple[int, int] | None:
         image = cv2.imread(str(record.path), cv2.IMREAD_COLOR)
@@ -108,10 +116,11 @@ def describe(dataset: PersonSearchDataset, fmt: str, notes: list[str]) -> dict[s
         "root": str(dataset.root),
         "format": fmt,
         "name": dataset.name,
-        "train": split_counts(dataset.train),
-        "test": split_counts(dataset.gallery, len(dataset.queries)),
+        "train": split_counts(dataset.train, crops=dataset.crops),
+        "test": split_counts(dataset.gallery, len(dataset.queries), dataset.crops),
         "query_identities": len({q.pid for q in dataset.queries}),
         "protocols": protocol_stats(dataset),
+        "crops": dataset.crops,
         "notes": notes,
     }
 
@@ -128,7 +137,10 @@ def _print_report(info: dict[str, Any]) -> None:
             f"  TestG{size}: {s['queries']} galleries of {s['gallery_min']}-{s['gallery_max']} "
             f"images (mean {s['gallery_mean']}), {s['positives']} positives"
         )
-    if not info["protocols"]:
+    if info.get("crops"):
+        click.echo("  protocol: Market-1501 re-ID (per query, gallery crops of its person and "
+                   "camera, and junk crops, are ignored)")
+    elif not info["protocols"]:
         click.echo("  gallery: every test image except the query's own")
     for note in info["notes"]:
         click.echo(f"  note: {note}")
@@ -148,7 +160,7 @@ def _print_report(info: dict[str, Any]) -> None:
 
 @click.group("data")
 def data() -> None:
-    """Inspect and convert person-search datasets (CUHK-SYSU, PRW, folder format)."""
+    """Inspect and convert person-search datasets (CUHK-SYSU, PRW, folder, Market-1501)."""
 
 
 @data.command("info")
@@ -181,6 +193,7 @@ def info_command(root: Path, fmt: str, as_json: bool, check_images: bool, worker
     Example:
       psearch data info CUHK-SYSU/
       psearch data info PRW/ --json --check-images
+      psearch data info Market-1501/ --format market
     """
     notes: list[str] = []
     fmt = _resolve_format(root, fmt)
@@ -208,7 +221,9 @@ def info_command(root: Path, fmt: str, as_json: bool, check_images: bool, worker
     show_default=True,
     help="Format of ROOT; auto detects it.",
 )
-@click.option("--to", "to", type=click.Choice(FORMATS), required=True, help="Format to write.")
+@click.option(
+    "--to", "to", type=click.Choice(WRITE_FORMATS), required=True, help="Format to write."
+)
 @click.option(
     "--link", is_flag=True, help="Hard-link images instead of copying them (copies across devices)."
 )
@@ -245,6 +260,9 @@ def convert_command(
     fmt = _resolve_format(root, fmt)
     source_notes: list[str] = []
     dataset = load_dataset(root, fmt, source_notes)
+    if dataset.crops:
+        raise PsearchError(f"{root}: a crop dataset ({fmt}) has no scenes to convert into a "
+                           "person-search format")
     for note in source_notes:
         click.echo(f"note: {note}", err=True)
     sizes = _parse_sizes(gallery_sizes)

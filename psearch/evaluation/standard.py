@@ -26,8 +26,13 @@ def search_protocols(
     CUHK-SYSU: ``gallery-N`` for each of ``gallery_sizes`` (default: 50 and 100, those the dataset
     has) and ``full-set`` if asked; a size the dataset lacks raises ``PsearchError`` up front.
     Other datasets: ``all-cameras``, and ``cross-camera`` when the test images come from more
-    than one camera.
+    than one camera. Crop datasets (Market-1501) have no search protocol: ``PsearchError``.
     """
+    if dataset.crops:
+        raise PsearchError(
+            f"{dataset.root}: a crop dataset (Market-1501) has no scenes to search; it is scored "
+            "with the re-ID protocol (psearch train-reid, psearch.evaluation.market)"
+        )
     if not is_cuhk(dataset):
         if gallery_sizes or full_set:
             raise PsearchError(

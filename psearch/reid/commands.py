@@ -9,15 +9,17 @@ from pathlib import Path
 
 import click
 
+from psearch.data import FORMATS
 from psearch.reid.config import DEFAULT_PRESET, reid_config
 
 
 @click.command("train-reid")
 @click.option("--data", "data_root", required=True, type=click.Path(path_type=Path),
               help="Dataset root directory.")
-@click.option("--format", "fmt", type=click.Choice(["auto", "cuhk", "prw", "folder"]),
+@click.option("--format", "fmt", type=click.Choice(["auto", *FORMATS]),
               default="auto", show_default=True,
-              help="Dataset format (auto: detected from the files).")
+              help="Dataset format (auto: detected from the files); market: Market-1501 crops, "
+                   "trained as they are and scored with the Market-1501 protocol.")
 @click.option("--out", required=True, type=click.Path(path_type=Path),
               help="Run folder: last.pt, best.pt, history.json.")
 @click.option("--config", "preset", default=DEFAULT_PRESET, show_default=True,
@@ -42,13 +44,15 @@ def train_reid_command(data_root: Path, fmt: str, out: Path, preset: str,
                        quiet: bool) -> None:
     """Train the re-ID embedding (timm backbone + OIM loss) on a dataset's train split.
 
-    Evaluates on the test split with ground-truth boxes (the re-ID upper bound) every
-    train.eval_every epochs, and writes OUT/last.pt after every epoch (OUT/best.pt: best mAP).
+    Evaluates on the test split with ground-truth boxes (the re-ID upper bound; Market-1501
+    crops: its mAP / CMC protocol) every train.eval_every epochs, and writes OUT/last.pt after
+    every epoch (OUT/best.pt: best mAP).
 
     \b
     Example:
       psearch train-reid --data world/ --format cuhk --out runs/reid
       psearch train-reid --data CUHK-SYSU/ --config reid_cuhk --pretrained --out runs/reid50
+      psearch train-reid --data Market-1501/ --format market --out runs/reid-market
     """
     from psearch.data import load_dataset
     from psearch.manifest import read_manifest

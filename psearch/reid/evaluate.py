@@ -1,7 +1,8 @@
 """Re-ID upper bound: the search protocol on the test split with ground-truth boxes as detections.
 
 Every gallery image's ground-truth boxes enter with score 1.0 and the model's features, so the
-figures measure the embedding alone (a perfect detector).
+figures measure the embedding alone (a perfect detector). Crop datasets (Market-1501) are scored
+with their own re-ID protocol instead (``psearch.evaluation.market``).
 """
 
 from __future__ import annotations
@@ -56,10 +57,13 @@ def evaluate_gt_boxes(embedder: Embedder, dataset: PersonSearchDataset, progress
 
     ``protocol``: ``psearch.evaluation.evaluate_search`` options (default: the headline protocol,
     CUHK-SYSU gallery 100, or the largest it has, or every test image for PRW/folder datasets).
+    A crop dataset gives ``{"protocol": "market", ...}`` (``evaluate_crops``).
     """
     from psearch.evaluation import evaluate_search, search_protocols
     from psearch.evaluation.protocols import is_cuhk
 
+    if dataset.crops:
+        return {"protocol": "market", **evaluate_crops(embedder, dataset, progress, **protocol)}
     results = ground_truth_results(embedder, dataset, progress)
     if not protocol:  # the headline protocol: CUHK-SYSU's largest standard gallery, else all
         protocols = search_protocols(dataset)
@@ -67,6 +71,24 @@ def evaluate_gt_boxes(embedder: Embedder, dataset: PersonSearchDataset, progress
         protocol = {"protocol": name, **protocols[name]}
     name = protocol.pop("protocol", "custom")
     return {"protocol": name, **evaluate_search(dataset, results, **protocol)}
+
+
+def evaluate_crops(embedder: Embedder, dataset: PersonSearchDataset, progress: bool = False,
+                   **options: Any) -> dict[str, float]:
+    """The Market-1501 re-ID protocol of a crop dataset: every gallery and query crop embedded
+    whole. ``options``: ``psearch.evaluation.market.evaluate_market``'s (``topk``, ``average``).
+    """
+    from psearch.evaluation.market import evaluate_market_dataset
+
+    gallery = dataset.gallery
+    feats = embed_boxes_of_images(embedder, [r.path for r in gallery], [r.boxes for r in gallery],
+                                  progress, "eval gallery")
+    dim = int(feats[0].shape[1]) if feats else 0
+    gallery_features = np.concatenate(feats) if feats else np.zeros((0, dim), np.float32)
+    query_features = embed_query_boxes(embedder, dataset, progress)
+    if query_features is None:
+        query_features = np.zeros((0, dim), np.float32)
+    return evaluate_market_dataset(dataset, gallery_features, query_features, **options)
 
 
 def ground_truth_results(embedder: Embedder, dataset: PersonSearchDataset,

@@ -51,7 +51,8 @@ def format_summary(summary: dict) -> str:
     type=click.Choice(FORMATS),
     default="cuhk",
     show_default=True,
-    help="On-disk layout: CUHK-SYSU (.mat protocols, galleries) or PRW (6 cameras).",
+    help="On-disk layout: CUHK-SYSU (.mat protocols, galleries), PRW (6 cameras) or "
+    "Market-1501 (person crops cut from a PRW-like world).",
 )
 @click.option("--seed", type=int, default=0, show_default=True, help="Same seed, same world.")
 @click.option(
@@ -94,7 +95,8 @@ def synth_command(
     gallery_sizes: str | None,
     workers: int,
 ) -> None:
-    """Generate a synthetic person-search world in OUT, in the CUHK-SYSU or PRW format.
+    """Generate a synthetic person-search world in OUT, in the CUHK-SYSU or PRW format, or
+    a Market-1501 crop set cut from one (--format market).
 
     Street scenes from several cameras with 1-8 people each, identities that differ by clothing,
     patterns, accessories, hair and build (with near-duplicate pairs), unlabeled passers-by,
@@ -104,6 +106,7 @@ def synth_command(
     Example:
       psearch synth world/ --format cuhk --preset ci --seed 0
       psearch synth prw/ --format prw --preset bench --workers 2
+      psearch synth market/ --format market --preset ci --seed 1
     """
     summary = generate_world(
         out,

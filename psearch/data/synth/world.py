@@ -1,9 +1,10 @@
 """The synthetic person-search world: plan identities and images, render them, write a dataset.
 
-``generate_world(out, "cuhk" | "prw", seed, preset, **overrides)`` builds the world as the
-annotation model (``PersonSearchDataset``), renders every image (in worker processes if asked;
-each image has its own seed, so the result does not depend on the number of workers), then
-writes it with ``psearch.data.writers`` and returns exact counts per split.
+``generate_world(out, "cuhk" | "prw" | "market", seed, preset, **overrides)`` builds the world
+as the annotation model (``PersonSearchDataset``), renders every image (in worker processes if
+asked; each image has its own seed, so the result does not depend on the number of workers),
+then writes it with ``psearch.data.writers`` (Market-1501: cuts it into person crops, see
+``psearch.data.synth.market``) and returns exact counts per split.
 """
 
 from __future__ import annotations
@@ -42,7 +43,7 @@ from psearch.data.writers import make_cuhk_protocols, write_cuhk, write_prw
 from psearch.errors import PsearchError
 from psearch.io import atomic_path, write_json_atomic
 
-FORMATS = ("cuhk", "prw")
+FORMATS = ("cuhk", "prw", "market")
 SUMMARY_FILE = "synth_summary.json"
 ALPHA_THRESHOLD = 96
 """Alpha (0-255) above which a pixel counts for a person's box."""
@@ -139,7 +140,9 @@ FORMAT_DEFAULTS: dict[str, dict] = {
         test_identity_fraction=0.48,
     ),
 }
-"""Per-format shape of the world (PRW: 6 cameras, many appearances, several queries)."""
+FORMAT_DEFAULTS["market"] = FORMAT_DEFAULTS["prw"]
+"""Per-format shape of the world (PRW and Market-1501: 6 cameras, many appearances, several
+queries per identity)."""
 
 
 TUPLE_FIELDS = {
@@ -596,6 +599,8 @@ def summarize(dataset: PersonSearchDataset) -> dict[str, dict[str, int]]:
     for split, records in (("train", dataset.train), ("test", dataset.gallery)):
         pids = np.concatenate([r.pids for r in records]) if records else np.zeros(0, np.int64)
         labeled = pids != UNLABELED_PID
+        if dataset.crops:  # Market-1501 distractors (pid 0) are no identity
+            labeled &= pids != 0
         summary[split] = {
             "images": len(records),
             "boxes": int(len(pids)),
@@ -609,7 +614,8 @@ def summarize(dataset: PersonSearchDataset) -> dict[str, dict[str, int]]:
 
 WORLD_PATHS = (
     "Image", "annotation", "frames", "annotations", "frame_train.mat", "frame_test.mat",
-    "ID_train.mat", "ID_test.mat", "query_info.txt",
+    "ID_train.mat", "ID_test.mat", "query_info.txt", "bounding_box_train", "bounding_box_test",
+    "query", "scenes.tmp",
 )  # fmt: skip
 """Everything a world writes besides its summary (removed before a world is re-generated)."""
 
@@ -631,7 +637,8 @@ def generate_world(
     progress: bool = False,
     **overrides,
 ) -> dict:
-    """Generate a synthetic person-search dataset in the ``fmt`` layout ("cuhk" or "prw").
+    """Generate a synthetic person-search dataset in the ``fmt`` layout ("cuhk" or "prw"), or
+    a Market-1501 crop set cut from one ("market").
 
     ``overrides`` set ``SynthConfig`` fields (``n_images=``, ``n_identities=``,
     ``image_size=(w, h)``, ``gallery_sizes=(50, 100)``, ``workers=``...). ``out`` must be empty,
@@ -656,11 +663,19 @@ def generate_world(
     out.mkdir(parents=True, exist_ok=True)
     head = {"format": fmt, "seed": seed, "preset": preset, "config": dataclasses.asdict(config)}
     write_json_atomic(out / SUMMARY_FILE, {**head, "complete": False})  # marks OUT as ours
-    dataset, alternatives = build_world(out, fmt, config, seed, progress)
-    if fmt == "cuhk":
-        write_cuhk(dataset, out, images="skip")
+    if fmt == "market":
+        from psearch.data.market import load_market
+        from psearch.data.synth.market import write_market_world
+
+        write_market_world(out, lambda scenes: build_world(scenes, fmt, config, seed, progress)[0],
+                           seed, progress)
+        dataset = load_market(out, [])
     else:
-        write_prw(dataset, out, images="skip", box_variables=alternatives)
+        dataset, alternatives = build_world(out, fmt, config, seed, progress)
+        if fmt == "cuhk":
+            write_cuhk(dataset, out, images="skip")
+        else:
+            write_prw(dataset, out, images="skip", box_variables=alternatives)
     summary = {**head, "complete": True, **summarize(dataset)}
     write_json_atomic(out / SUMMARY_FILE, summary)
     return summary
