@@ -1,0 +1,209 @@
+"""The joint OIM benchmark: one network that detects and embeds, on the cascade's worlds.
+
+For each generated world (the same CUHK-SYSU- and PRW-format ``bench`` worlds, seed 0, that
+``benchmarks/cascade.py`` uses, under ``runs/bench_cascade``) it runs the commands a user runs:
+
+  ``psearch train-joint --model oim`` (preset ``joint_oim_cpu``; it scores the test split at the
+  end with the standard protocols, on the model's own detections and on ground-truth boxes),
+  ``psearch detect --embed`` (detections and embeddings of every test image in one pass),
+  ``psearch index`` and ``psearch evaluate-gallery`` (the same figures read back from FAISS);
+
+then measures speed on the first SPEED_IMAGES test images: ``psearch detect --embed`` (files in,
+crops + manifest + embeddings out; its own timer) against the bare model forward on decoded
+images in the same process, and against the cascade's detect + embed rates recorded in
+``results/cascade.json``. Writes ``results/joint_oim.json`` and prints a table next to the
+cascade's rows (a) and (b). Finished stages under --work are reused; an interrupted training
+resumes (``--resume``).
+
+    python benchmarks/joint_oim.py                    # both worlds
+    python benchmarks/joint_oim.py --formats cuhk
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).parent))
+from cascade import StageFailed, Stages, detect_finished, json_file, machine  # noqa: E402
+
+RESULTS = Path(__file__).parent / "results"
+CONFIG = "joint_oim_cpu"
+WORLD_SEED = 0
+SPEED_IMAGES = 128
+BATCH = 8
+
+
+def stage(stages: Stages, name: str, args: list[Any], done) -> None:
+    """``stages.command``, except that a stage found done without a recorded time (run by hand
+    before this script) is kept as is."""
+    if done() and name not in stages.seconds:
+        stages.log(f"  {name}: done before this script ran (kept)")
+        return
+    stages.command(name, args, done)
+
+
+def build_world(fmt: str, args: argparse.Namespace, env: dict[str, str], log) -> dict[str, Any]:
+    """Every stage of one world; the trained run, the gallery and the timings."""
+    from psearch.data import load_dataset
+
+    root, world = args.work / fmt, args.worlds / fmt / "world"
+    root.mkdir(parents=True, exist_ok=True)
+    stages = Stages(root, env, log)
+    stage(stages, "generate world", ["synth", world, "--format", fmt, "--preset", "bench",
+                                      "--seed", WORLD_SEED],
+                   lambda: (world / "synth_summary.json").is_file())
+    run = root / "joint"
+    train = ["train-joint", "--model", "oim", "--data", world, "--format", fmt, "--out", run,
+             "--config", CONFIG]
+    if (run / "last.pt").is_file() and not (run / "metrics.json").is_file():
+        train.append("--resume")  # an interrupted training continues
+    stage(stages, "train joint", train, lambda: (run / "metrics.json").is_file())
+    dataset = load_dataset(world, fmt)
+    images = [str(r.path) for r in dataset.gallery]
+    dets, gallery = root / "dets", root / "gallery"
+    stage(stages, "detect --embed (gallery)", ["detect", "--weights", run / "last.pt", *images,
+                                                "--out", dets, "--embed", "-q"],
+                   lambda: detect_finished(dets) and (dets / "embeddings.json").is_file())
+    stage(stages, "index", ["index", "--manifest", dets, "--embeddings", dets, "--out", gallery],
+                   lambda: (gallery / "gallery.json").is_file())
+    stage(stages, "evaluate gallery", ["evaluate-gallery", "--gallery", gallery, "--data", world,
+                                        "--format", fmt, "--json", root / "gallery_eval.json"],
+                   lambda: (root / "gallery_eval.json").is_file())
+    speed_dets = root / "speed_dets"
+    stage(stages, "detect --embed (speed)",
+                   ["detect", "--weights", run / "last.pt", *images[:SPEED_IMAGES], "--out",
+                    speed_dets, "--embed", "--batch-size", BATCH, "-q"],
+                   lambda: detect_finished(speed_dets))
+    return {"root": root, "run": run, "dataset": dataset, "stages": stages,
+            "speed_dets": speed_dets}
+
+
+def bare_forward_seconds(checkpoint: Path, paths: list[str]) -> float:
+    """Seconds of the model's own forward (boxes, scores and embeddings) over decoded images,
+    batches of BATCH, after one warm-up batch."""
+    import torch
+
+    from psearch.joint.infer import JointSearcher
+    from psearch.media import read_image
+
+    searcher = JointSearcher.from_checkpoint(checkpoint, device="cpu")
+    tensors = [torch.from_numpy(read_image(p)).permute(2, 0, 1).float().div_(255) for p in paths]
+    heads = searcher.model.roi_heads
+    heads.score_thresh = 0.5  # as psearch detect's default
+    with torch.inference_mode():
+        searcher.model.detect(tensors[:BATCH])
+        start = time.perf_counter()
+        for i in range(0, len(tensors), BATCH):
+            searcher.model.detect(tensors[i:i + BATCH])
+        return time.perf_counter() - start
+
+
+def score_world(fmt: str, built: dict[str, Any]) -> dict[str, Any]:
+    """Figures of one world: search and detection (train-joint's evaluation and the gallery's),
+    speed, and the cascade's figures of the same world for comparison."""
+    root, run, dataset = built["root"], built["run"], built["dataset"]
+    metrics = json_file(run / "metrics.json")
+    gallery_eval = json_file(root / "gallery_eval.json")
+    summary = json_file(built["speed_dets"] / "detect.json")["summary"]
+    images = [str(r.path) for r in dataset.gallery[:SPEED_IMAGES]]
+    bare = bare_forward_seconds(run / "last.pt", images)
+    speed = {"images": len(images), "one_pass_s_per_image": summary["seconds"] / len(images),
+             "bare_forward_s_per_image": bare / len(images),
+             "overhead": summary["seconds"] / bare}
+    cascade = (json_file(RESULTS / "cascade.json") or {}).get("worlds", {}).get(fmt)
+    if cascade:
+        rows = {r["row"]: r for r in cascade["rows"]}
+        per_image = cascade["speed"]["gallery_rows"] / cascade["world"]["test_images"]
+        speed["cascade_s_per_image"] = (1 / cascade["speed"]["detect_images_per_s"]
+                                        + per_image / cascade["speed"]["embed_crops_per_s"])
+        cascade = {"detected": rows["a"]["search"], "ground_truth": rows["b"]["search"],
+                   "detection": rows["a"]["detection"],
+                   "train_seconds": cascade["seconds"]["train detector"]
+                   + cascade["seconds"]["train re-ID"]}
+    return {"train_seconds": metrics["train_seconds"], "epochs": metrics["epochs"],
+            "detected": metrics["detected"]["search"],
+            "ground_truth": metrics["ground_truth"]["search"],
+            "detection": metrics["detected"]["detection"],
+            "gallery": gallery_eval["search"] if gallery_eval else None,
+            "speed": speed, "cascade": cascade, "seconds": built["stages"].seconds}
+
+
+def markdown(result: dict[str, Any]) -> str:
+    def pair(m: dict[str, float]) -> str:
+        return f"{100 * m['mAP']:.1f} / {100 * m['top1']:.1f}"
+
+    lines = []
+    for fmt, w in result["worlds"].items():
+        protocols = list(w["detected"])
+        lines += [f"**{fmt.upper()}-format world**, mAP / top-1 (%):", "",
+                  "| method | boxes | " + " | ".join(protocols) + " | train s |",
+                  "|---|---|" + "---:|" * (len(protocols) + 1)]
+        lines.append(f"| joint OIM (`{CONFIG}`) | detected | "
+                     + " | ".join(pair(w["detected"][p]) for p in protocols)
+                     + f" | {w['train_seconds']:.0f} |")
+        lines.append("| joint OIM, FAISS gallery (`detect --embed`) | detected | "
+                     + " | ".join(pair(w["gallery"][p]) for p in protocols) + " | |")
+        lines.append("| joint OIM | ground truth | "
+                     + " | ".join(pair(w["ground_truth"][p]) for p in protocols) + " | |")
+        c = w.get("cascade")
+        if c:
+            lines.append("| cascade (a) | detected | "
+                         + " | ".join(pair(c["detected"][p]) for p in protocols)
+                         + f" | {c['train_seconds']:.0f} |")
+            lines.append("| cascade re-ID (b) | ground truth | "
+                         + " | ".join(pair(c["ground_truth"][p]) for p in protocols) + " | |")
+        d, s = w["detection"]["all"], w["speed"]
+        lines += ["", f"Detection (all people): AP {100 * d['ap']:.1f}%, recall "
+                  f"{100 * d['recall']:.1f}%"
+                  + (f" (cascade: {100 * c['detection']['all']['ap']:.1f}% / "
+                     f"{100 * c['detection']['all']['recall']:.1f}%)" if c else "")
+                  + f". Speed per image ({s['images']} test images): detect --embed "
+                  f"{1000 * s['one_pass_s_per_image']:.0f} ms, bare forward "
+                  f"{1000 * s['bare_forward_s_per_image']:.0f} ms ({s['overhead']:.2f}x)"
+                  + (f", cascade detect + embed {1000 * s['cascade_s_per_image']:.0f} ms "
+                     "(from cascade.json)" if "cascade_s_per_image" in s else "") + ".", ""]
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--work", type=Path, default=Path("runs/bench_joint"))
+    parser.add_argument("--worlds", type=Path, default=Path("runs/bench_cascade"),
+                        help="where the cascade benchmark's worlds are (generated if missing)")
+    parser.add_argument("--formats", nargs="+", default=["cuhk", "prw"], choices=["cuhk", "prw"])
+    parser.add_argument("--out", type=Path, default=RESULTS / "joint_oim.json")
+    args = parser.parse_args()
+
+    from psearch.errors import PsearchError
+    from psearch.io import write_json_atomic
+
+    env = {**os.environ, "PYTHONHASHSEED": "0"}
+    started = time.perf_counter()
+
+    def log(message: str) -> None:
+        print(f"[{time.perf_counter() - started:6.0f}s] {message}", flush=True)
+
+    worlds = {}
+    try:
+        for fmt in args.formats:
+            log(f"{fmt} world")
+            worlds[fmt] = score_world(fmt, build_world(fmt, args, env, log))
+    except (StageFailed, PsearchError) as error:
+        sys.exit(f"error: {error}; no results written")
+    result = {"command": "python benchmarks/joint_oim.py " + " ".join(sys.argv[1:]),
+              "config": CONFIG, "machine": machine(),
+              "wall_seconds": round(time.perf_counter() - started, 1), "worlds": worlds}
+    table = markdown(result)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(args.out, result)
+    args.out.with_suffix(".md").write_text(table)
+    print("\n" + table)
+
+
+if __name__ == "__main__":
+    main()
