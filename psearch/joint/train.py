@@ -119,6 +119,7 @@ def train_joint(dataset: PersonSearchDataset, config: dict[str, Any], out_dir: s
     reports: list[dict[str, Any]] = []
 
     def evaluate_now() -> dict[str, Any]:
+        model.eval()  # fit() trains in train mode; the RPN and RoI heads infer in eval mode
         reports.append(evaluate_joint(searcher, dataset, progress=progress))
         model.train()
         return headline(reports[-1])
@@ -145,6 +146,7 @@ def train_joint(dataset: PersonSearchDataset, config: dict[str, Any], out_dir: s
         "train_seconds": float(load_checkpoint(out_dir / LAST_NAME).get("train_seconds", 0.0)),
         "losses": {"loss": final.get("loss"), **final.get("losses", {})}}
     if evaluate and dataset.gallery:
+        model.eval()
         fresh = final.get("eval") is not None and reports
         metrics.update(reports[-1] if fresh else evaluate_joint(searcher, dataset,
                                                                 progress=progress))
