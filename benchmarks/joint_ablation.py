@@ -1,0 +1,149 @@
+"""Identity-loss ablation of the joint models on a generated world (the pattern of DC-I-Net's
+Table 5): OIM vs OLP vs HEP vs OLP+HEP vs OLP+C2HEP, every variant under the same budget.
+
+All variants share the network and training settings of ``joint_oim_cpu`` (MobileNetV3-FPN
+Faster R-CNN from scratch at 288 px, batch 4, SGD lr 0.03, warm-up, x0.1 at 75% of the run) and
+the same number of epochs; only the identity loss and the batch sampling differ:
+
+  oim        the OIM joint model (psearch train-joint --model oim): shuffled batches of 4 images
+  olp, hep, olp+hep, olp+c2hep
+             the I-Net architecture (re-ID on the sampled proposals, RoI features shared with
+             detection) with that loss, on batches of 2 image pairs sharing a person
+  dcinet     DC-I-Net (OLP + C2HEP on refined boxes re-pooled into their own head), optional
+
+Each variant trains with torch threads = --threads (1 by default: the machine is shared) and is
+scored by the evaluator on the test split, on its own detections and on ground-truth boxes.
+Finished variants (``metrics.json`` under --work) are reused; an interrupted one resumes.
+Writes ``results/joint_ablation.json`` and prints a markdown table.
+
+    python benchmarks/joint_ablation.py                       # world: ci preset, seed 0
+    python benchmarks/joint_ablation.py --variants oim olp+c2hep dcinet --epochs 6
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import time
+from pathlib import Path
+from typing import Any
+
+RESULTS = Path(__file__).parent / "results"
+VARIANTS = {  # name: (reid.model, reid.loss)
+    "oim": ("oim", "oim"),
+    "olp": ("inet", "olp"),
+    "hep": ("inet", "hep"),
+    "olp+hep": ("inet", "olp+hep"),
+    "olp+c2hep": ("inet", "olp+c2hep"),
+    "dcinet": ("dcinet", "olp+c2hep"),
+}
+DEFAULT_VARIANTS = ["oim", "olp", "hep", "olp+hep", "olp+c2hep"]
+
+
+def variant_config(name: str, epochs: int) -> dict[str, Any]:
+    """``joint_oim_cpu``'s model and train sections with the variant's ``reid`` section (the
+    pair models take their defaults from ``joint_inet_cpu`` / ``joint_dcinet_cpu``)."""
+    from psearch.config import load_config
+
+    model, loss = VARIANTS[name]
+    base = load_config("joint_oim_cpu")
+    reid = dict(load_config(f"joint_{model}_cpu")["reid"])
+    reid["loss"] = loss
+    train = dict(base["train"], epochs=epochs, lr_steps=[max(1, round(0.75 * epochs))])
+    return {"model": base["model"], "reid": reid, "train": train}
+
+
+def run_variant(name: str, world: Path, work: Path, epochs: int, log) -> dict[str, Any]:
+    """Train and evaluate one variant (or read its finished metrics)."""
+    from psearch.data import load_dataset
+    from psearch.joint.train import train_joint
+
+    out = work / name.replace("+", "_")
+    metrics_file = out / "metrics.json"
+    if not metrics_file.is_file():
+        resume = (out / "last.pt").is_file()
+        log(f"== {name}: {'resuming' if resume else 'training'} ({epochs} epochs)")
+        tic = time.perf_counter()
+        train_joint(load_dataset(world, "cuhk"), variant_config(name, epochs), out,
+                    device="cpu", resume=resume, epochs=epochs, progress=False, log=log)
+        log(f"== {name}: {time.perf_counter() - tic:.0f} s")
+    else:
+        log(f"== {name}: finished before, reused ({metrics_file})")
+    metrics = json.loads(metrics_file.read_text())
+    from psearch.checkpoint import load_checkpoint
+
+    payload = load_checkpoint(out / "last.pt")
+    history = payload.get("history", [])
+    metrics["iterations"] = int(payload["scheduler"]["last_epoch"])
+    metrics["images_per_iteration"] = int(payload["config"]["train"]["batch_size"])
+    metrics["loss_history"] = [{"epoch": r["epoch"], **r["losses"]} for r in history]
+    metrics["config"] = {"reid": payload["config"]["reid"], "train": payload["config"]["train"]}
+    return metrics
+
+
+def row(name: str, m: dict[str, Any], protocol: str) -> str:
+    det = m["detected"]["search"][protocol]
+    gt = m["ground_truth"]["search"][protocol]
+    ap = m["detected"]["detection"]["all"]
+    return (f"| {name} | {100 * det['mAP']:.1f} | {100 * det['top1']:.1f} | "
+            f"{100 * gt['mAP']:.1f} | {100 * gt['top1']:.1f} | {100 * ap['ap']:.1f} | "
+            f"{m['iterations']} | {m['train_seconds'] / 60:.1f} |")
+
+
+def table(results: dict[str, Any], protocol: str) -> str:
+    lines = [f"search {protocol}, mAP / top-1 (%), on detected and on ground-truth boxes",
+             "",
+             "| identity loss | det mAP | det top-1 | gt mAP | gt top-1 | det AP | iters | "
+             "train min |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|"]
+    lines += [row(name, m, protocol) for name, m in results.items()]
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--work", type=Path, default=Path("runs/joint_ablation"))
+    parser.add_argument("--preset", default="ci", help="psearch synth preset of the world")
+    parser.add_argument("--seed", type=int, default=0, help="world seed")
+    parser.add_argument("--epochs", type=int, default=5, help="epochs of every variant")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads")
+    parser.add_argument("--variants", nargs="+", default=DEFAULT_VARIANTS,
+                        choices=list(VARIANTS))
+    parser.add_argument("--out", type=Path, default=RESULTS / "joint_ablation.json")
+    args = parser.parse_args()
+
+    import torch
+
+    from psearch.data.synth import generate_world
+    from psearch.io import write_json_atomic
+
+    torch.set_num_threads(args.threads)
+    world = args.work / "world"
+    if not (world / "synth_summary.json").is_file():
+        generate_world(world, "cuhk", seed=args.seed, preset=args.preset)
+    results: dict[str, Any] = {}
+    if args.out.is_file():  # keep the variants of an earlier run that this one does not redo
+        results = json.loads(args.out.read_text()).get("variants", {})
+    for name in args.variants:
+        results[name] = run_variant(name, world, args.work, args.epochs, print)
+        payload = {
+            "world": {"format": "cuhk", "preset": args.preset, "seed": args.seed,
+                      "summary": json.loads((world / "synth_summary.json").read_text())},
+            "budget": {"epochs": args.epochs, "torch_threads": args.threads,
+                       "note": "every variant: same epochs and batch size (4 images); CPU, "
+                               "a 2-core machine shared with other jobs"},
+            "machine": {"platform": platform.platform(), "torch": torch.__version__},
+            "command": "python benchmarks/joint_ablation.py " + " ".join(
+                ["--epochs", str(args.epochs), "--threads", str(args.threads), "--variants",
+                 *args.variants]),
+            "variants": results}
+        write_json_atomic(args.out, payload)
+    protocols = list(next(iter(results.values()))["detected"]["search"])
+    for protocol in protocols:
+        print()
+        print(table(results, protocol))
+
+
+if __name__ == "__main__":
+    main()
