@@ -187,7 +187,7 @@ def test_criterion_terms_and_memories_survive_a_state_dict_round_trip(loss, term
     torch.manual_seed(0)
     criterion = PairCriterion(loss, 8, num_classes=5, dictionary_size=16, pool_size=3,
                               hard_negatives=2).train()
-    for step in range(3):
+    for _ in range(3):
         out = criterion(torch.randn(7, 8), LABELS, IMAGES)
         assert set(out) == terms and all(torch.isfinite(v) for v in out.values())
     assert criterion.dictionary.ptr.item() == 21 % 16

@@ -8,6 +8,7 @@ import json
 import numpy as np
 import pytest
 import torch
+from test_joint import TINY_MODEL, TINY_SETS, run
 
 from psearch.checkpoint import load_checkpoint
 from psearch.data import load_dataset
@@ -21,7 +22,6 @@ from psearch.joint.inet import DCINetRoIHeads, INetRoIHeads
 from psearch.joint.infer import JointSearcher
 from psearch.joint.model import JointSearchModel
 from psearch.joint.pairs import PairBatchSampler, partners
-from test_joint import TINY_MODEL, TINY_SETS, run
 
 
 def tiny(model: str, num_ids: int, **reid) -> JointSearchModel:
