@@ -1,9 +1,12 @@
 """Identity-loss ablation of the joint models on a generated world (the pattern of DC-I-Net's
 Table 5): OIM vs OLP vs HEP vs OLP+HEP vs OLP+C2HEP, every variant under the same budget.
 
-All variants share the network and training settings of ``joint_oim_cpu`` (MobileNetV3-FPN
-Faster R-CNN from scratch at 288 px, batch 4, SGD lr 0.03, warm-up, x0.1 at 75% of the run) and
-the same number of epochs; only the identity loss and the batch sampling differ:
+Every variant starts from the same detector (``detector_cpu`` trained ``--detector-epochs`` on
+the world's train split once, then reused), as the papers start from a trained person-search
+network, and fine-tunes the whole joint network for ``--epochs`` epochs with the same settings:
+the ``joint_oim_cpu`` network (MobileNetV3-FPN Faster R-CNN at 288 px), batch 4, SGD lr
+``--lr`` with 50 warm-up iterations, x0.1 at 75% of the run. Only the identity loss and the
+batch sampling differ:
 
   oim        the OIM joint model (psearch train-joint --model oim): shuffled batches of 4 images
   olp, hep, olp+hep, olp+c2hep
@@ -13,11 +16,12 @@ the same number of epochs; only the identity loss and the batch sampling differ:
 
 Each variant trains with torch threads = --threads (1 by default: the machine is shared) and is
 scored by the evaluator on the test split, on its own detections and on ground-truth boxes.
-Finished variants (``metrics.json`` under --work) are reused; an interrupted one resumes.
-Writes ``results/joint_ablation.json`` and prints a markdown table.
+Finished stages (``metrics.json`` under --work) are reused; an interrupted one resumes.
+Writes ``results/joint_ablation.json`` (merged with the variants already there) and prints a
+markdown table.
 
     python benchmarks/joint_ablation.py                       # world: ci preset, seed 0
-    python benchmarks/joint_ablation.py --variants oim olp+c2hep dcinet --epochs 6
+    python benchmarks/joint_ablation.py --variants dcinet     # one more row
 """
 
 from __future__ import annotations
@@ -41,20 +45,43 @@ VARIANTS = {  # name: (reid.model, reid.loss)
 DEFAULT_VARIANTS = ["oim", "olp", "hep", "olp+hep", "olp+c2hep"]
 
 
-def variant_config(name: str, epochs: int) -> dict[str, Any]:
+def variant_config(name: str, epochs: int, lr: float, detector: Path) -> dict[str, Any]:
     """``joint_oim_cpu``'s model and train sections with the variant's ``reid`` section (the
-    pair models take their defaults from ``joint_inet_cpu`` / ``joint_dcinet_cpu``)."""
+    pair models take their defaults from ``joint_inet_cpu`` / ``joint_dcinet_cpu``), started
+    from the ``detector`` checkpoint."""
     from psearch.config import load_config
 
     model, loss = VARIANTS[name]
     base = load_config("joint_oim_cpu")
     reid = dict(load_config(f"joint_{model}_cpu")["reid"])
     reid["loss"] = loss
-    train = dict(base["train"], epochs=epochs, lr_steps=[max(1, round(0.75 * epochs))])
-    return {"model": base["model"], "reid": reid, "train": train}
+    train = dict(base["train"], epochs=epochs, lr=lr, warmup_iters=50,
+                 lr_steps=[max(1, round(0.75 * epochs))])
+    return {"model": dict(base["model"], weights=str(detector.resolve())), "reid": reid,
+            "train": train}
 
 
-def run_variant(name: str, world: Path, work: Path, epochs: int, log) -> dict[str, Any]:
+def train_start_detector(world: Path, work: Path, epochs: int, log) -> dict[str, Any]:
+    """``detector_cpu`` for ``epochs`` epochs on the world (reused once finished)."""
+    from psearch.config import load_config
+    from psearch.data import load_dataset
+    from psearch.detector.train import train_detector
+
+    out = work / "detector"
+    if not (out / "metrics.json").is_file():
+        resume = (out / "last.pt").is_file()
+        log(f"== detector: {'resuming' if resume else 'training'} ({epochs} epochs)")
+        config = load_config("detector_cpu")
+        config["train"].update(epochs=epochs, lr_steps=[max(1, round(0.8 * epochs))])
+        train_detector(load_dataset(world, "cuhk"), config, out, device="cpu", resume=resume,
+                       epochs=epochs, progress=False, log=log)
+    metrics = json.loads((out / "metrics.json").read_text())
+    log(f"== detector: {metrics}")
+    return metrics
+
+
+def run_variant(name: str, world: Path, work: Path, epochs: int, lr: float, log
+                ) -> dict[str, Any]:
     """Train and evaluate one variant (or read its finished metrics)."""
     from psearch.data import load_dataset
     from psearch.joint.train import train_joint
@@ -65,7 +92,8 @@ def run_variant(name: str, world: Path, work: Path, epochs: int, log) -> dict[st
         resume = (out / "last.pt").is_file()
         log(f"== {name}: {'resuming' if resume else 'training'} ({epochs} epochs)")
         tic = time.perf_counter()
-        train_joint(load_dataset(world, "cuhk"), variant_config(name, epochs), out,
+        config = variant_config(name, epochs, lr, work / "detector" / "last.pt")
+        train_joint(load_dataset(world, "cuhk"), config, out,
                     device="cpu", resume=resume, epochs=epochs, progress=False, log=log)
         log(f"== {name}: {time.perf_counter() - tic:.0f} s")
     else:
@@ -106,7 +134,10 @@ def main() -> None:
     parser.add_argument("--work", type=Path, default=Path("runs/joint_ablation"))
     parser.add_argument("--preset", default="ci", help="psearch synth preset of the world")
     parser.add_argument("--seed", type=int, default=0, help="world seed")
-    parser.add_argument("--epochs", type=int, default=5, help="epochs of every variant")
+    parser.add_argument("--epochs", type=int, default=4, help="epochs of every variant")
+    parser.add_argument("--lr", type=float, default=0.01, help="learning rate of every variant")
+    parser.add_argument("--detector-epochs", type=int, default=8,
+                        help="epochs of the shared starting detector (detector_cpu)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads")
     parser.add_argument("--variants", nargs="+", default=DEFAULT_VARIANTS,
                         choices=list(VARIANTS))
@@ -122,20 +153,24 @@ def main() -> None:
     world = args.work / "world"
     if not (world / "synth_summary.json").is_file():
         generate_world(world, "cuhk", seed=args.seed, preset=args.preset)
+    detector = train_start_detector(world, args.work, args.detector_epochs, print)
     results: dict[str, Any] = {}
     if args.out.is_file():  # keep the variants of an earlier run that this one does not redo
         results = json.loads(args.out.read_text()).get("variants", {})
     for name in args.variants:
-        results[name] = run_variant(name, world, args.work, args.epochs, print)
+        results[name] = run_variant(name, world, args.work, args.epochs, args.lr, print)
         payload = {
             "world": {"format": "cuhk", "preset": args.preset, "seed": args.seed,
                       "summary": json.loads((world / "synth_summary.json").read_text())},
-            "budget": {"epochs": args.epochs, "torch_threads": args.threads,
-                       "note": "every variant: same epochs and batch size (4 images); CPU, "
-                               "a 2-core machine shared with other jobs"},
+            "budget": {"epochs": args.epochs, "lr": args.lr, "torch_threads": args.threads,
+                       "start": f"detector_cpu, {args.detector_epochs} epochs",
+                       "note": "every variant: the same starting detector, epochs and batch "
+                               "size (4 images); CPU, a 2-core machine shared with other jobs"},
+            "start_detector": {"epochs": args.detector_epochs, "metrics": detector},
             "machine": {"platform": platform.platform(), "torch": torch.__version__},
             "command": "python benchmarks/joint_ablation.py " + " ".join(
-                ["--epochs", str(args.epochs), "--threads", str(args.threads), "--variants",
+                ["--epochs", str(args.epochs), "--lr", str(args.lr), "--detector-epochs",
+                 str(args.detector_epochs), "--threads", str(args.threads), "--variants",
                  *args.variants]),
             "variants": results}
         write_json_atomic(args.out, payload)
