@@ -17,6 +17,7 @@ resumes (``--resume``).
 
     python benchmarks/joint_oim.py                    # both worlds
     python benchmarks/joint_oim.py --formats cuhk
+    python benchmarks/joint_oim.py --smoke --work /tmp/jb --worlds /tmp/jb --out /tmp/jb.json
 """
 
 from __future__ import annotations
@@ -54,20 +55,23 @@ def build_world(fmt: str, args: argparse.Namespace, env: dict[str, str], log) ->
     root, world = args.work / fmt, args.worlds / fmt / "world"
     root.mkdir(parents=True, exist_ok=True)
     stages = Stages(root, env, log)
-    stage(stages, "generate world", ["synth", world, "--format", fmt, "--preset", "bench",
+    preset = "tiny" if args.smoke else "bench"
+    stage(stages, "generate world", ["synth", world, "--format", fmt, "--preset", preset,
                                       "--seed", WORLD_SEED],
                    lambda: (world / "synth_summary.json").is_file())
     run = root / "joint"
     train = ["train-joint", "--model", "oim", "--data", world, "--format", fmt, "--out", run,
-             "--config", CONFIG]
+             "--config", CONFIG, *(["--epochs", 1] if args.smoke else [])]
     if (run / "last.pt").is_file() and not (run / "metrics.json").is_file():
         train.append("--resume")  # an interrupted training continues
     stage(stages, "train joint", train, lambda: (run / "metrics.json").is_file())
     dataset = load_dataset(world, fmt)
     images = [str(r.path) for r in dataset.gallery]
     dets, gallery = root / "dets", root / "gallery"
+    # --smoke: a barely trained model scores below the usual 0.5; keep the gallery non-empty.
+    thresh = ["--score-thresh", 0.01] if args.smoke else []
     stage(stages, "detect --embed (gallery)", ["detect", "--weights", run / "last.pt", *images,
-                                                "--out", dets, "--embed", "-q"],
+                                                "--out", dets, "--embed", "-q", *thresh],
                    lambda: detect_finished(dets) and (dets / "embeddings.json").is_file())
     stage(stages, "index", ["index", "--manifest", dets, "--embeddings", dets, "--out", gallery],
                    lambda: (gallery / "gallery.json").is_file())
@@ -103,7 +107,7 @@ def bare_forward_seconds(checkpoint: Path, paths: list[str]) -> float:
         return time.perf_counter() - start
 
 
-def score_world(fmt: str, built: dict[str, Any]) -> dict[str, Any]:
+def score_world(fmt: str, built: dict[str, Any], smoke: bool = False) -> dict[str, Any]:
     """Figures of one world: search and detection (train-joint's evaluation and the gallery's),
     speed, and the cascade's figures of the same world for comparison."""
     root, run, dataset = built["root"], built["run"], built["dataset"]
@@ -115,7 +119,8 @@ def score_world(fmt: str, built: dict[str, Any]) -> dict[str, Any]:
     speed = {"images": len(images), "one_pass_s_per_image": summary["seconds"] / len(images),
              "bare_forward_s_per_image": bare / len(images),
              "overhead": summary["seconds"] / bare}
-    cascade = (json_file(RESULTS / "cascade.json") or {}).get("worlds", {}).get(fmt)
+    cascade = None if smoke else (json_file(RESULTS / "cascade.json") or {}).get(
+        "worlds", {}).get(fmt)
     if cascade:
         rows = {r["row"]: r for r in cascade["rows"]}
         per_image = cascade["speed"]["gallery_rows"] / cascade["world"]["test_images"]
@@ -177,7 +182,11 @@ def main() -> None:
                         help="where the cascade benchmark's worlds are (generated if missing)")
     parser.add_argument("--formats", nargs="+", default=["cuhk", "prw"], choices=["cuhk", "prw"])
     parser.add_argument("--out", type=Path, default=RESULTS / "joint_oim.json")
+    parser.add_argument("--smoke", action="store_true",
+                        help="tiny worlds, one epoch: checks the plumbing, not the figures")
     args = parser.parse_args()
+    if args.smoke and args.out == RESULTS / "joint_oim.json":
+        parser.error("--smoke figures are not the benchmark's: give --out")
 
     from psearch.errors import PsearchError
     from psearch.io import write_json_atomic
@@ -192,7 +201,7 @@ def main() -> None:
     try:
         for fmt in args.formats:
             log(f"{fmt} world")
-            worlds[fmt] = score_world(fmt, build_world(fmt, args, env, log))
+            worlds[fmt] = score_world(fmt, build_world(fmt, args, env, log), args.smoke)
     except (StageFailed, PsearchError) as error:
         sys.exit(f"error: {error}; no results written")
     result = {"command": "python benchmarks/joint_oim.py " + " ".join(sys.argv[1:]),

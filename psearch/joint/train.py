@@ -119,9 +119,8 @@ def train_joint(dataset: PersonSearchDataset, config: dict[str, Any], out_dir: s
     reports: list[dict[str, Any]] = []
 
     def evaluate_now() -> dict[str, Any]:
-        model.eval()  # fit() trains in train mode; the RPN and RoI heads infer in eval mode
+        model.eval()  # fit puts it back in training mode for the next epoch
         reports.append(evaluate_joint(searcher, dataset, progress=progress))
-        model.train()
         return headline(reports[-1])
 
     state = {"data_fingerprint": fingerprint, "pid_values": table.tolist(),
