@@ -22,6 +22,7 @@ STAGE_COMMAND_MODULES = (
     "psearch.joint.commands",
     "psearch.gallery.commands",
     "psearch.demo",
+    "psearch.weights",
 )
 
 

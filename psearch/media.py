@@ -51,8 +51,20 @@ def read_video_frame(path: str | os.PathLike, frame_index: int) -> np.ndarray:
         capture.release()
 
 
+def sequence_files(folder: str | os.PathLike) -> list[Path]:
+    """The frames of an image sequence: the folder's image files, sorted by name."""
+    return sorted(p for p in Path(folder).iterdir()
+                  if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+
+
 def read_source_frame(source: str | os.PathLike, frame_index: int) -> np.ndarray:
-    """A manifest row's picture: the image itself (``frame_index < 0``) or a video frame."""
+    """A manifest row's picture: the image itself (``frame_index < 0``), a video frame, or the
+    ``frame_index``-th image of a sequence folder."""
     if frame_index < 0:
         return read_image(source)
+    if Path(source).is_dir():
+        files = sequence_files(source)
+        if frame_index >= len(files):
+            raise PsearchError(f"{source}: sequence has no frame {frame_index}")
+        return read_image(files[frame_index])
     return read_video_frame(source, frame_index)

@@ -8,24 +8,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from support import run_cli
 
-from psearch.cli import main
 from psearch.data import load_dataset
 
 
-def run(args: list[str], capsys: pytest.CaptureFixture) -> tuple[int, str, str]:
-    """Run the console entry point; (exit code, stdout, stderr)."""
-    try:
-        main(args)
-        code = 0
-    except SystemExit as exc:
-        code = int(exc.code or 0)
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
-
-
 def info(root: Path, capsys: pytest.CaptureFixture) -> dict:
-    code, out, err = run(["data", "info", str(root), "--json"], capsys)
+    code, out, err = run_cli(["data", "info", str(root), "--json"], capsys)
     assert code == 0, err
     return json.loads(out)
 
@@ -59,8 +48,8 @@ def test_convert_round_trips_keep_counts_and_protocols(
     before = {"cuhk": info(cuhk_world, capsys), "prw": info(prw_world, capsys)}
     for fmt, root in (("cuhk", cuhk_world), ("prw", prw_world)):
         folder, back = tmp_path / f"{fmt}-folder", tmp_path / f"{fmt}-back"
-        assert run(["data", "convert", str(root), str(folder), "--to", "folder"], capsys)[0] == 0
-        assert run(["data", "convert", str(folder), str(back), "--to", fmt], capsys)[0] == 0
+        assert run_cli(["data", "convert", root, folder, "--to", "folder"], capsys).code == 0
+        assert run_cli(["data", "convert", str(folder), str(back), "--to", fmt], capsys)[0] == 0
         for converted in (folder, back):
             report = info(converted, capsys)
             assert (report["train"], report["test"]) == (before[fmt]["train"], before[fmt]["test"])
@@ -75,7 +64,7 @@ def test_convert_round_trips_keep_counts_and_protocols(
 
 def test_convert_prw_to_cuhk_builds_galleries(prw_world: Path, tmp_path: Path, capsys) -> None:
     out = tmp_path / "cuhk"
-    code, _, err = run(
+    code, _, err = run_cli(
         ["data", "convert", str(prw_world), str(out), "--to", "cuhk", "--gallery-sizes", "5,10"],
         capsys,
     )
@@ -95,7 +84,7 @@ def test_convert_prw_to_cuhk_builds_galleries(prw_world: Path, tmp_path: Path, c
 
 def test_convert_refuses_a_non_empty_output(cuhk_world: Path, tmp_path: Path, capsys) -> None:
     (tmp_path / "keep.txt").write_text("precious")
-    code, _, err = run(
+    code, _, err = run_cli(
         ["data", "convert", str(cuhk_world), str(tmp_path), "--to", "folder"], capsys
     )
     assert code == 1 and "not empty" in err
@@ -110,7 +99,7 @@ def one_line_error(code: int, err: str) -> str:
 
 
 def test_missing_root_is_one_line_error(tmp_path: Path, capsys) -> None:
-    line = one_line_error(*run(["data", "info", str(tmp_path / "none")], capsys)[::2])
+    line = one_line_error(*run_cli(["data", "info", str(tmp_path / "none")], capsys)[::2])
     assert "dataset folder not found" in line
 
 
@@ -118,7 +107,7 @@ def test_corrupt_mat_file_is_one_line_error(cuhk_world: Path, tmp_path: Path, ca
     root = tmp_path / "world"
     shutil.copytree(cuhk_world, root)
     (root / "annotation" / "pool.mat").write_bytes(b"MATLAB 5.0 MAT-file, broken" + bytes(100))
-    line = one_line_error(*run(["data", "info", str(root)], capsys)[::2])
+    line = one_line_error(*run_cli(["data", "info", str(root)], capsys)[::2])
     assert "pool.mat: not a readable .mat file" in line
 
 
@@ -127,6 +116,6 @@ def test_check_images_reports_undecodable_images(prw_world: Path, tmp_path: Path
     shutil.copytree(prw_world, root)
     victim = sorted((root / "frames").iterdir())[0]
     victim.write_bytes(b"not a jpeg")
-    code, out, err = run(["data", "info", str(root), "--check-images"], capsys)
+    code, out, err = run_cli(["data", "info", str(root), "--check-images"], capsys)
     assert f"unreadable: {victim.name}" in out
     assert "1 images cannot be decoded" in one_line_error(code, err)

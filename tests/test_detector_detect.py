@@ -8,9 +8,9 @@ import cv2
 import numpy as np
 import pytest
 import torch
+from support import run_cli, write_video
 
 from psearch.checkpoint import save_checkpoint
-from psearch.cli import main
 from psearch.detector.detect import DetectSettings, crop_boxes, run_detect
 from psearch.detector.inputs import collect_sources
 from psearch.detector.model import build_detector
@@ -53,23 +53,6 @@ def images(tmp_path) -> list[str]:
         cv2.imwrite(str(path), rng.integers(0, 255, (h, w, 3), np.uint8))
         paths.append(str(path))
     return paths
-
-
-def write_video(path, n_frames: int = 7, fps: float = 10.0, size=(128, 96)) -> str:
-    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), fps, size)
-    rng = np.random.default_rng(1)
-    for _ in range(n_frames):
-        writer.write(rng.integers(0, 255, (size[1], size[0], 3), np.uint8))
-    writer.release()
-    return str(path)
-
-
-def run_cli(argv: list[str], capsys) -> tuple[int, str, str]:
-    with pytest.raises(SystemExit) as exit_info:
-        main(argv)
-        raise SystemExit(0)
-    out = capsys.readouterr()
-    return exit_info.value.code, out.out, out.err
 
 
 class FixedDetector:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 import pytest
-from test_gallery_world import IMAGE_H, IMAGE_W, clustered, fake_rows, person_images
+from support import IMAGE_H, IMAGE_W, clustered, fake_rows, person_images
 
 from psearch.api import PersonSearch, check_box
 from psearch.baselines import ColorHistogramEmbedder

@@ -78,7 +78,7 @@ def test_a_gallery_of_other_images_is_refused(dataset):
 
 
 def test_evaluate_gallery_command_writes_the_report(dataset, tmp_path, capsys):
-    from test_gallery_world import detect_dir, embeddings_dir, tiny_checkpoint
+    from support import detect_dir, embeddings_dir, tiny_checkpoint
 
     from psearch.cli import main
 

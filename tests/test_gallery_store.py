@@ -7,7 +7,7 @@ import json
 import faiss
 import numpy as np
 import pytest
-from test_gallery_world import clustered, fake_rows
+from support import clustered, fake_rows
 
 from psearch.errors import PsearchError
 from psearch.gallery import index as ix

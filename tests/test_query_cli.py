@@ -6,27 +6,17 @@ import json
 
 import numpy as np
 import pytest
-from test_gallery_world import (
+from support import (
     detect_dir,
     embeddings_dir,
     person_images,
+    run_cli,
     tiny_checkpoint,
 )
 
 from psearch.cli import main
 from psearch.gallery.store import HEADER_NAME, Gallery
 from psearch.media import read_image
-
-
-def run(argv: list[str], capsys) -> tuple[int, str, str]:
-    """Run the CLI; (exit code, stdout, stderr)."""
-    try:
-        main(argv)
-        code = 0
-    except SystemExit as exc:
-        code = exc.code
-    out = capsys.readouterr()
-    return code, out.out, out.err
 
 
 @pytest.fixture(scope="module")
@@ -61,8 +51,8 @@ def test_query_json_ranks_the_query_person_first(world, gallery, capsys):
     _, images, *_ = world
     path, boxes = images[2]
     box = ",".join(f"{v:g}" for v in boxes[1])
-    code, out, err = run(["query", "--gallery", str(gallery), "--image", str(path), "--box", box,
-                          "--top-k", "5", "--json", "--device", "cpu"], capsys)
+    code, out, err = run_cli(["query", "--gallery", gallery, "--image", path, "--box", box,
+                              "--top-k", "5", "--json", "--device", "cpu"], capsys)
     assert code == 0, err
     [query] = json.loads(out)["queries"]
     assert query["box"] == [float(v) for v in boxes[1]]
@@ -79,7 +69,7 @@ def test_query_prints_a_table_and_draws_one_sheet_per_box(world, gallery, capsys
             "--show", str(tmp_path / "hits.png"), "--device", "cpu"]
     for b in boxes[:2]:
         args += ["--box", ",".join(f"{v:g}" for v in b)]
-    code, out, err = run(args, capsys)
+    code, out, err = run_cli(args, capsys)
     assert code == 0, err
     lines = out.splitlines()
     assert lines[1].split() == ["rank", "score", "box", "source"]
@@ -96,20 +86,20 @@ def test_query_with_a_crop(world, gallery, capsys, tmp_path):
     from psearch.media import write_image
 
     write_image(crop, read_image(path)[y1:y2, x1:x2])
-    code, out, err = run(["query", "--gallery", str(gallery), "--crop", str(crop), "--json",
+    code, out, err = run_cli(["query", "--gallery", str(gallery), "--crop", str(crop), "--json",
                           "--top-k", "1", "--device", "cpu"], capsys)
     assert code == 0, err
     assert json.loads(out)["queries"][0]["matches"][0]["row"] == 9
 
 
-def test_index_add_appends_more_embeddings(world, capsys, tmp_path):
+def test_index_add_takes_only_rows_the_gallery_lacks(world, capsys, tmp_path):
     _, _, dets, _, emb = world
     out = tmp_path / "g"
-    assert run(["index", "--embeddings", str(emb), "--out", str(out)], capsys)[0] == 0
-    code, stdout, err = run(["index", "--embeddings", str(emb), "--out", str(out), "--add"],
+    assert run_cli(["index", "--embeddings", str(emb), "--out", str(out)], capsys)[0] == 0
+    code, stdout, err = run_cli(["index", "--embeddings", str(emb), "--out", str(out), "--add"],
                             capsys)
     assert code == 0, err
-    assert "24 rows" in stdout and len(Gallery.load(out)) == 24
+    assert "nothing new" in stdout and len(Gallery.load(out)) == 12
 
 
 def _one_line_error(code: int, err: str, *fragments: str) -> None:
@@ -123,7 +113,7 @@ def _one_line_error(code: int, err: str, *fragments: str) -> None:
     ("30,30,30,60", "zero area"), ("400,400,500,500", "outside"), ("1,2,3", "4 numbers")])
 def test_bad_boxes_are_one_line_errors(world, gallery, capsys, box, fragment):
     _, images, *_ = world
-    code, _, err = run(["query", "--gallery", str(gallery), "--image", str(images[0][0]),
+    code, _, err = run_cli(["query", "--gallery", str(gallery), "--image", str(images[0][0]),
                         "--box", box, "--device", "cpu"], capsys)
     _one_line_error(code, err, fragment)
 
@@ -131,7 +121,7 @@ def test_bad_boxes_are_one_line_errors(world, gallery, capsys, box, fragment):
 def test_missing_or_corrupt_galleries_are_one_line_errors(world, gallery, capsys, tmp_path):
     _, images, *_ = world
     query = ["--image", str(images[0][0]), "--box", "10,20,40,100", "--device", "cpu"]
-    code, _, err = run(["query", "--gallery", str(tmp_path / "nope"), *query], capsys)
+    code, _, err = run_cli(["query", "--gallery", str(tmp_path / "nope"), *query], capsys)
     _one_line_error(code, err, "not a psearch gallery")
 
     broken = tmp_path / "broken"
@@ -140,7 +130,7 @@ def test_missing_or_corrupt_galleries_are_one_line_errors(world, gallery, capsys
         (broken / f.name).write_bytes(f.read_bytes())
     index_file = next(broken.glob("index-*.faiss"))
     index_file.write_bytes(index_file.read_bytes()[:100])
-    code, _, err = run(["query", "--gallery", str(broken), *query], capsys)
+    code, _, err = run_cli(["query", "--gallery", str(broken), *query], capsys)
     _one_line_error(code, err, index_file.name, "corrupt FAISS index")
 
 
@@ -148,10 +138,10 @@ def test_a_changed_checkpoint_is_refused(world, capsys, tmp_path):
     """The sha256 recorded at index time must match the checkpoint used at query time."""
     root, images, dets, checkpoint, emb = world
     out = tmp_path / "g"
-    run(["index", "--embeddings", str(emb), "--out", str(out)], capsys)
+    run_cli(["index", "--embeddings", str(emb), "--out", str(out)], capsys)
     moved = tmp_path / "other.pt"
     moved.write_bytes(checkpoint.read_bytes() + b"\0")
-    code, _, err = run(["query", "--gallery", str(out), "--image", str(images[0][0]), "--box",
+    code, _, err = run_cli(["query", "--gallery", str(out), "--image", str(images[0][0]), "--box",
                         "10,20,40,100", "--checkpoint", str(moved), "--device", "cpu"], capsys)
     _one_line_error(code, err, "sha256 differs")
 
@@ -166,21 +156,21 @@ def test_a_gallery_of_another_embedding_size_is_refused(world, capsys, tmp_path)
     reid = {k: header[k] for k in ("checkpoint", "checkpoint_sha256", "model")}
     vectors = np.random.default_rng(0).standard_normal((len(rows), 64)).astype(np.float32)
     Gallery.build(vectors, rows, index="flat", reid=reid).save(tmp_path / "g64")
-    code, _, err = run(["query", "--gallery", str(tmp_path / "g64"), "--image",
+    code, _, err = run_cli(["query", "--gallery", str(tmp_path / "g64"), "--image",
                         str(images[0][0]), "--box", "10,20,40,100", "--device", "cpu"], capsys)
     _one_line_error(code, err, "32 dimensions", "holds 64")
 
 
 def test_index_refuses_to_overwrite_or_mismatched_rows(world, gallery, capsys, tmp_path):
     _, _, dets, _, emb = world
-    code, _, err = run(["index", "--embeddings", str(emb), "--out", str(gallery)], capsys)
+    code, _, err = run_cli(["index", "--embeddings", str(emb), "--out", str(gallery)], capsys)
     _one_line_error(code, err, "already exists", "--add")
     short = tmp_path / "emb"
     short.mkdir()
     np.save(short / "embeddings.npy", np.load(emb / "embeddings.npy")[:5])
     info = json.loads((emb / "embeddings.json").read_text())
     (short / "embeddings.json").write_text(json.dumps({**info, "rows": 5}))
-    code, _, err = run(["index", "--embeddings", str(short), "--out", str(tmp_path / "g")], capsys)
+    code, _, err = run_cli(["index", "--embeddings", short, "--out", tmp_path / "g"], capsys)
     _one_line_error(code, err, "5 embeddings", "12 detections")
     assert not (tmp_path / "g").exists()
 
@@ -191,7 +181,7 @@ def test_index_resumes_over_the_leftovers_of_an_interrupted_first_build(world, c
     out.mkdir()
     (out / "index-000001.faiss").write_bytes(b"half written")
     (out / ".rows-000001.npz.x1y2.tmp").write_bytes(b"")
-    code, _, err = run(["index", "--embeddings", str(emb), "--out", str(out)], capsys)
+    code, _, err = run_cli(["index", "--embeddings", str(emb), "--out", str(out)], capsys)
     assert code == 0, err
     assert sorted(p.name for p in out.iterdir()) == [
         HEADER_NAME, "index-000001.faiss", "rows-000001.npz"]

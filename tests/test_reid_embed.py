@@ -4,57 +4,21 @@ import json
 
 import numpy as np
 import pytest
-import torch
+from support import interrupt_after, run_cli, tiny_checkpoint
 
 from psearch.checkpoint import save_checkpoint
-from psearch.cli import main
-from psearch.manifest import ManifestWriter
-from psearch.media import read_image, write_image
+from psearch.media import read_image
 from psearch.reid import ReidModel
 from psearch.reid.embed import PARTIAL_NAME, PROGRESS_NAME, embed_manifest
-from psearch.reid.model import build_reid_net
 
 TINY = {"backbone": "test_resnet", "input_size": [64, 32]}
 
 
-def make_checkpoint(path, dim=256):
-    torch.manual_seed(0)
-    config = {"model": {**TINY, "dim": dim}}
-    save_checkpoint(path, "reid", config, build_reid_net(config["model"]).state_dict())
-    return path
-
-
-@pytest.fixture
-def manifest(tmp_path):
-    """A detect directory with two images: 3 + 4 crops of varied sizes."""
-    rng = np.random.default_rng(0)
-    det = tmp_path / "dets"
-    with ManifestWriter(det) as writer:
-        for source, n in (("a.jpg", 3), ("b.jpg", 4)):
-            crops = []
-            for i in range(n):
-                crop = f"crops/{source}_{i}.jpg"
-                size = (int(rng.integers(20, 90)), int(rng.integers(10, 40)), 3)
-                write_image(det / crop, rng.integers(0, 256, size, dtype=np.uint8))
-                crops.append(crop)
-            boxes = np.tile([0.0, 0.0, 10.0, 20.0], (n, 1))
-            writer.add_source(str(tmp_path / source), "image", 1, np.full(n, -1), boxes,
-                              np.full(n, 0.9), crops)
-    return det
-
-
-def run(args, capsys):
-    with pytest.raises(SystemExit) as exc:
-        main(args)
-        raise SystemExit(0)
-    return exc.value.code, capsys.readouterr()
-
-
 def test_embed_writes_row_aligned_unit_vectors_and_metadata(tmp_path, manifest, capsys):
-    ckpt = make_checkpoint(tmp_path / "reid.pt")
-    code, _ = run(["embed", "--weights", str(ckpt), "--manifest", str(manifest / "manifest.csv"),
-                   "--out", str(tmp_path / "emb"), "--batch-size", "3", "--device", "cpu",
-                   "--quiet"], capsys)
+    ckpt = tiny_checkpoint(tmp_path / "reid.pt", dim=256)
+    code, _, _ = run_cli(["embed", "--weights", ckpt, "--manifest", manifest / "manifest.csv",
+                          "--out", tmp_path / "emb", "--batch-size", "3", "--device", "cpu",
+                          "--quiet"], capsys)
     assert code == 0
     feats = np.load(tmp_path / "emb" / "embeddings.npy")
     meta = json.loads((tmp_path / "emb" / "embeddings.json").read_text())
@@ -69,21 +33,8 @@ def test_embed_writes_row_aligned_unit_vectors_and_metadata(tmp_path, manifest, 
     assert not (tmp_path / "emb" / PARTIAL_NAME).exists()
 
 
-def interrupt_after(monkeypatch, batches):
-    """Make ReidModel.embed_batch raise KeyboardInterrupt on call ``batches + 1``."""
-    real, calls = ReidModel.embed_batch, []
-
-    def embed_batch(self, batch):
-        calls.append(len(batch))
-        if len(calls) > batches:
-            raise KeyboardInterrupt
-        return real(self, batch)
-
-    monkeypatch.setattr(ReidModel, "embed_batch", embed_batch)
-
-
 def test_interrupted_embed_resumes_where_it_stopped(tmp_path, manifest, monkeypatch):
-    model = ReidModel.from_checkpoint(make_checkpoint(tmp_path / "reid.pt"), device="cpu")
+    model = ReidModel.from_checkpoint(tiny_checkpoint(tmp_path / "reid.pt", dim=256), device="cpu")
     expected = embed_manifest(model, manifest, tmp_path / "full", batch_size=2, progress=False)
     with monkeypatch.context() as patch:
         interrupt_after(patch, 2)
@@ -107,32 +58,32 @@ def test_interrupted_embed_resumes_where_it_stopped(tmp_path, manifest, monkeypa
 
 def test_resuming_with_a_checkpoint_of_another_dim_is_refused(tmp_path, manifest, capsys,
                                                               monkeypatch):
-    model = ReidModel.from_checkpoint(make_checkpoint(tmp_path / "a.pt", dim=256), device="cpu")
+    model = ReidModel.from_checkpoint(tiny_checkpoint(tmp_path / "a.pt", dim=256), device="cpu")
     with monkeypatch.context() as patch:
         interrupt_after(patch, 1)
         with pytest.raises(KeyboardInterrupt):
             embed_manifest(model, manifest, tmp_path / "emb", batch_size=2, workers=1,
                            progress=False)
-    other = make_checkpoint(tmp_path / "b.pt", dim=128)
+    other = tiny_checkpoint(tmp_path / "b.pt", dim=128)
     args = ["embed", "--weights", str(other), "--manifest", str(manifest), "--out",
             str(tmp_path / "emb"), "--device", "cpu", "--quiet"]
-    code, out = run(args, capsys)
+    code, _, err = run_cli(args, capsys)
     assert code == 1
-    assert out.err.startswith("error: ") and "dim 256 -> 128" in out.err
-    assert len(out.err.strip().splitlines()) == 1
-    code, _ = run([*args, "--restart"], capsys)
+    assert err.startswith("error: ") and "dim 256 -> 128" in err
+    assert len(err.strip().splitlines()) == 1
+    code, _, _ = run_cli([*args, "--restart"], capsys)
     assert code == 0
     assert np.load(tmp_path / "emb" / "embeddings.npy").shape == (7, 128)
 
 
 def test_missing_crop_is_a_one_line_error(tmp_path, manifest, capsys):
-    ckpt = make_checkpoint(tmp_path / "reid.pt")
+    ckpt = tiny_checkpoint(tmp_path / "reid.pt", dim=256)
     (manifest / "crops" / "b.jpg_2.jpg").unlink()
-    code, out = run(["embed", "--weights", str(ckpt), "--manifest", str(manifest), "--out",
+    code, _, err = run_cli(["embed", "--weights", str(ckpt), "--manifest", str(manifest), "--out",
                      str(tmp_path / "emb"), "--device", "cpu"], capsys)
     assert code == 1
-    assert "1 crop file(s) missing" in out.err and "b.jpg_2.jpg" in out.err
-    assert "Traceback" not in out.err
+    assert "1 crop file(s) missing" in err and "b.jpg_2.jpg" in err
+    assert "Traceback" not in err
 
 
 @pytest.mark.parametrize("kind", ["corrupt", "detector"])
@@ -142,7 +93,7 @@ def test_unusable_checkpoint_is_a_one_line_error(tmp_path, manifest, capsys, kin
         ckpt.write_bytes(b"\x00" * 100)
     else:
         save_checkpoint(ckpt, "detector", {}, {})
-    code, out = run(["embed", "--weights", str(ckpt), "--manifest", str(manifest), "--out",
+    code, _, err = run_cli(["embed", "--weights", str(ckpt), "--manifest", str(manifest), "--out",
                      str(tmp_path / "emb")], capsys)
-    assert code == 1 and out.err.startswith(f"error: {ckpt}")
-    assert len(out.err.strip().splitlines()) == 1
+    assert code == 1 and err.startswith(f"error: {ckpt}")
+    assert len(err.strip().splitlines()) == 1

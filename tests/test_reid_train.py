@@ -3,11 +3,10 @@
 import json
 
 import numpy as np
-import pytest
 import torch
+from support import run_cli
 
 from psearch.checkpoint import load_checkpoint
-from psearch.cli import main
 from psearch.data import load_dataset
 from psearch.losses import OIMLoss
 from psearch.manifest import ManifestWriter, read_manifest
@@ -17,13 +16,6 @@ from psearch.reid.model import build_reid_net
 TINY_ARGS = ["--set", "model.backbone=test_resnet", "--set", "model.input_size=[64,32]",
              "--set", "data.p=4", "--set", "data.k=2", "--set", "data.unlabeled_per_batch=4",
              "--set", "train.eval_every=1", "--device", "cpu", "--quiet"]
-
-
-def run(args, capsys):
-    with pytest.raises(SystemExit) as exc:
-        main(args)
-        raise SystemExit(0)
-    return exc.value.code, capsys.readouterr()
 
 
 def test_pk_sampler_gives_p_identities_with_k_crops_plus_unlabeled():
@@ -92,16 +84,16 @@ def test_train_reid_trains_evaluates_saves_and_resumes(cuhk_world, tmp_path, cap
     out = tmp_path / "run"
     args = ["train-reid", "--data", str(cuhk_world), "--format", "cuhk", "--out", str(out),
             *TINY_ARGS]
-    code, printed = run([*args, "--epochs", "1"], capsys)
-    assert code == 0, printed.err
-    assert "gt boxes): mAP" in printed.out
+    ran = run_cli([*args, "--epochs", "1"], capsys)
+    assert ran.code == 0, ran.err
+    assert "gt boxes): mAP" in ran.out
 
-    code, printed = run([*args, "--epochs", "1"], capsys)  # would overwrite: refused
-    assert code == 1 and "pass --resume" in printed.err
+    ran = run_cli([*args, "--epochs", "1"], capsys)  # would overwrite: refused
+    assert ran.code == 1 and "pass --resume" in ran.err
 
-    code, printed = run([*args, "--epochs", "2", "--resume"], capsys)
-    assert code == 0, printed.err
-    assert "resuming" in printed.out
+    ran = run_cli([*args, "--epochs", "2", "--resume"], capsys)
+    assert ran.code == 0, ran.err
+    assert "resuming" in ran.out
     history = json.loads((out / "history.json").read_text())
     assert [h["epoch"] for h in history] == [1, 2]
     assert all(0.0 <= h["eval"]["mAP"] <= 1.0 for h in history)
@@ -115,6 +107,6 @@ def test_train_reid_trains_evaluates_saves_and_resumes(cuhk_world, tmp_path, cap
 
 
 def test_train_reid_refuses_a_missing_dataset(tmp_path, capsys):
-    code, printed = run(["train-reid", "--data", str(tmp_path / "nowhere"), "--out",
+    ran = run_cli(["train-reid", "--data", str(tmp_path / "nowhere"), "--out",
                          str(tmp_path / "run")], capsys)
-    assert code == 1 and printed.err.startswith("error: ")
+    assert ran.code == 1 and ran.err.startswith("error: ")

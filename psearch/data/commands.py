@@ -11,7 +11,6 @@ from typing import Any
 import click
 import cv2
 import numpy as np
-from tqdm import tqdm
 
 from psearch.data import FORMATS, UNLABELED_PID, PersonSearchDataset, detect_format, load_dataset
 from psearch.data.annotations import ImageRecord
@@ -19,6 +18,7 @@ from psearch.data.folder import check_output_dir, write_folder
 from psearch.data.market import DISTRACTOR_PID
 from psearch.data.synth.cli import synth_command
 from psearch.errors import PsearchError
+from psearch.progress import progress_bar
 
 DEFAULT_GALLERY_SIZES = (50, 100)
 """TestG sizes built by ``convert --to cuhk`` for a source without protocols (if they fit)."""
@@ -57,7 +57,8 @@ def protocol_stats(dataset: PersonSearchDataset) -> dict[str, dict[str, float]]:
     """Per CUHK gallery size: queries, gallery images per query (min/mean/max), positives."""
     stats = {}
     sizes = list(dataset.cuhk_protocols)
-    for size in tqdm(sizes, desc="reading protocols", unit="protocol", disable=None, leave=False):
+    for size in progress_bar(sizes, desc="reading protocols", unit="protocol", enabled=None,
+                             leave=False):
         galleries = dataset.cuhk_protocols[size]
         lengths = np.array([len(g) for g in galleries], dtype=np.int64)
         positives = np.array(
@@ -84,12 +85,12 @@ def decode_images(dataset: PersonSearchDataset, workers: int) -> dict[str, Any]:
 
     with ThreadPoolExecutor(max(1, workers)) as pool:
         shapes = list(
-            tqdm(
+            progress_bar(
                 pool.map(shape, records),
                 total=len(records),
                 desc="decoding",
                 unit="image",
-                disable=None,
+                enabled=None,
             )
         )
     unreadable, partly, outside = [], 0, 0

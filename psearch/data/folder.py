@@ -56,7 +56,6 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 import numpy as np
-from tqdm import tqdm
 
 from psearch.data.annotations import (
     SPLITS,
@@ -68,6 +67,7 @@ from psearch.data.annotations import (
 )
 from psearch.errors import PsearchError
 from psearch.io import atomic_path, write_text_atomic
+from psearch.progress import progress_bar
 
 ANNOTATIONS_JSON = "annotations.json"
 ANNOTATIONS_CSV = "annotations.csv"
@@ -459,7 +459,7 @@ def write_folder(
     records = [*dataset.train, *dataset.gallery]
     for record in records:
         _relative_name(record.name, f"image {record.name!r}")
-    for record in tqdm(records, desc="writing images", unit="image", disable=None):
+    for record in progress_bar(records, desc="writing images", unit="image", enabled=None):
         _place_image(record.path, out / image_dir / record.name, link)
     sizes = list(dataset.cuhk_protocols) if protocol_sizes is None else list(protocol_sizes)
     missing = [n for n in sizes if n not in dataset.cuhk_protocols]
@@ -474,7 +474,7 @@ def write_folder(
                 }
                 for gallery in dataset.cuhk_protocols[n]
             ]
-            for n in tqdm(sizes, desc="writing protocols", unit="protocol", disable=None)
+            for n in progress_bar(sizes, desc="writing protocols", unit="protocol", enabled=None)
         }
         _write_json_compact(out / PROTOCOLS_JSON, protocols)
     annotations = {

@@ -25,11 +25,11 @@ import re
 from pathlib import Path
 
 import numpy as np
-from tqdm import tqdm
 
 from psearch.data.annotations import UNLABELED_PID, ImageRecord, PersonSearchDataset, QueryRecord
 from psearch.data.matfile import load_first_variable, load_mat, strings, xywh_to_xyxy
 from psearch.errors import PsearchError
+from psearch.progress import progress_bar
 
 FRAME_DIR = "frames"
 ANNOTATION_DIR = "annotations"
@@ -93,8 +93,8 @@ def load_prw(root: str | os.PathLike, notes: list[str] | None = None,
 
     records: dict[str, list[ImageRecord]] = {"train": [], "test": []}
     skipped = clipped = 0
-    progress = tqdm(
-        total=len(listed), desc="reading PRW annotations", unit="frame", disable=None, leave=False
+    progress = progress_bar(
+        total=len(listed), desc="reading PRW annotations", unit="frame", enabled=None, leave=False
     )
     with progress:
         for split, names in splits.items():

@@ -26,9 +26,12 @@ DEVICE_HELP = "cpu, cuda or cuda:N; default: cuda when available"
 @click.option("--resume", is_flag=True,
               help="Continue DIR/last.pt (same data required; its config is used).")
 @click.option("--no-eval", is_flag=True, help="Skip the detection AP/recall on the test split.")
+@click.option("--download", is_flag=True,
+              help="Let torchvision/timm download missing pretrained weights (needs network; "
+                   "never without this flag).")
 def train_detector_command(data_root: str, fmt: str, out_dir: str, config_name: str,
                            overrides: tuple[str, ...], epochs: int | None, device: str | None,
-                           resume: bool, no_eval: bool) -> None:
+                           resume: bool, no_eval: bool, download: bool) -> None:
     """Train the Faster R-CNN person detector on a person-search dataset.
 
     Trains on every box of the train split, writes a checkpoint per epoch and, at the end, the
@@ -37,19 +40,22 @@ def train_detector_command(data_root: str, fmt: str, out_dir: str, config_name: 
     \b
     Example (CPU preset, MobileNetV3-FPN from scratch):
       psearch train-detector --data world/ --format cuhk --out runs/det
-    Paper grade (ResNet-50-FPN, 900 px, COCO weights from the torch hub cache, GPU):
+    Paper grade (ResNet-50-FPN, 900 px, COCO weights from the torch hub cache, GPU; --download
+    fetches them first if missing):
       psearch train-detector --data CUHK-SYSU/ --config detector_cuhk --out runs/det --device cuda
     """
     from psearch.config import apply_overrides, load_config
     from psearch.data import load_dataset
     from psearch.detector.train import resolve_config, train_detector
+    from psearch.weights import allow_downloads
 
     if resume and overrides:
         raise PsearchError("--resume uses the checkpoint's config; --set is not allowed with it")
     config = resolve_config(apply_overrides(load_config(config_name), overrides))
     dataset = load_dataset(data_root, fmt)
-    metrics = train_detector(dataset, config, out_dir, device=device, resume=resume,
-                             epochs=epochs, evaluate=not no_eval)
+    with allow_downloads(download):
+        metrics = train_detector(dataset, config, out_dir, device=device, resume=resume,
+                                 epochs=epochs, evaluate=not no_eval)
     click.echo(f"checkpoint: {out_dir}/last.pt")
     for group, m in metrics.get("detection", {}).items():
         click.echo(f"detection ({group} people): AP {100 * m['ap']:.1f}%  "
@@ -68,6 +74,9 @@ def train_detector_command(data_root: str, fmt: str, out_dir: str, config_name: 
               help="Videos: process every N-th frame.")
 @click.option("--fps", type=click.FloatRange(min=0, min_open=True), default=None,
               help="Videos: process this many frames per second (instead of --every).")
+@click.option("--sequence-fps", type=click.FloatRange(min=0, min_open=True), default=None,
+              help="Each folder is one camera's image sequence (frames sorted by name) at this "
+                   "frame rate: its hits get times and group into sightings.")
 @click.option("--batch-size", type=click.IntRange(min=1), default=8, show_default=True,
               help="Pictures per forward pass.")
 @click.option("--score-thresh", type=click.FloatRange(0, 1), default=0.5, show_default=True,
@@ -78,15 +87,21 @@ def train_detector_command(data_root: str, fmt: str, out_dir: str, config_name: 
               help="Maximum detections per picture.")
 @click.option("--hog-upscale", type=click.FloatRange(min=0.1), default=1.0, show_default=True,
               help="HOG only: enlarge pictures first (its window is 64x128 pixels).")
+@click.option("--hog-contain", type=click.FloatRange(0, 1), default=None,
+              help="HOG only: drop a box when more than this fraction of it (or of a "
+                   "higher-scoring box) lies inside a higher-scoring box; 1 turns it off.  "
+                   "[default: 0.8]")
 @click.option("--embed", is_flag=True,
               help="Joint models: also write OUT/embeddings.npy + embeddings.json from the same "
                    "forward pass (OUT is then the --embeddings of psearch index).")
 @click.option("--device", default=None, help=DEVICE_HELP)
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
 def detect_command(inputs: tuple[str, ...], weights: str, out_dir: str, recursive: bool,
-                   every: int, fps: float | None, batch_size: int, score_thresh: float,
-                   min_size: float, max_detections: int, hog_upscale: float, embed: bool,
-                   device: str | None, quiet: bool) -> None:
+                   every: int, fps: float | None, sequence_fps: float | None,
+                   batch_size: int, score_thresh: float,
+                   min_size: float, max_detections: int, hog_upscale: float,
+                   hog_contain: float | None, embed: bool, device: str | None,
+                   quiet: bool) -> None:
     """Detect people in images, folders and videos; write crops and a manifest.
 
     Rerunning with the same --out skips the inputs already finished, so an interrupted run
@@ -96,6 +111,7 @@ def detect_command(inputs: tuple[str, ...], weights: str, out_dir: str, recursiv
     Examples:
       psearch detect --weights runs/det/last.pt gallery/ --out dets/
       psearch detect --weights runs/det/last.pt cam1.mp4 --fps 2 --out dets/
+      psearch detect --weights runs/det/last.pt cam2-frames/ --sequence-fps 25 --out dets/
       psearch detect --weights hog --hog-upscale 2 photo.jpg --out dets-hog/
       psearch detect --weights runs/joint/last.pt gallery/ --embed --out dets/  # + embeddings
     """
@@ -105,8 +121,11 @@ def detect_command(inputs: tuple[str, ...], weights: str, out_dir: str, recursiv
 
     if fps is not None and every != 1:
         raise PsearchError("--every and --fps are alternatives; give one of them")
-    sources = collect_sources(list(inputs), recursive=recursive, exclude=out_dir)
+    sources = collect_sources(list(inputs), recursive=recursive, exclude=out_dir,
+                              sequence_fps=sequence_fps)
     detector = load_detector(weights, device=device, batch_size=batch_size, upscale=hog_upscale)
+    if hog_contain is not None and hasattr(detector, "contain"):  # the HOG baseline
+        detector.contain = None if hog_contain >= 1 else hog_contain
     settings = DetectSettings(score_thresh=score_thresh, min_size=min_size,
                               max_detections=max_detections, batch_size=batch_size,
                               every=every, fps=fps, embed=embed)

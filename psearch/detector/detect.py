@@ -20,13 +20,19 @@ from typing import Any
 
 import cv2
 import numpy as np
-from tqdm import tqdm
 
 from psearch.detector.inference import Detector
-from psearch.detector.inputs import FrameSampling, Source, estimate_pictures, iter_pictures
+from psearch.detector.inputs import (
+    FrameSampling,
+    Source,
+    estimate_pictures,
+    iter_pictures,
+    video_timing,
+)
 from psearch.errors import PsearchError
 from psearch.io import write_json_atomic
 from psearch.manifest import ManifestWriter
+from psearch.progress import progress_bar
 
 SETTINGS_NAME = "detect.json"
 CROPS_DIR = "crops"
@@ -213,7 +219,8 @@ def _process(detector: Detector, todo: list[Source], sampling: FrameSampling,
     pool = ThreadPoolExecutor(max_workers=max(1, settings.crop_workers))
     pending: dict[int, _Pending] = {}
     total = sum(estimate_pictures(s, sampling) for s in todo)
-    bar = tqdm(total=total, unit="pic", desc="detect", disable=not progress, dynamic_ncols=True)
+    bar = progress_bar(total=total, unit="pic", desc="detect", enabled=progress)
+    found = 0  # detections so far, finished inputs or not
     reader.start()
     try:
         finished_stream, carry = False, None
@@ -231,19 +238,20 @@ def _process(detector: Detector, todo: list[Source], sampling: FrameSampling,
                     carry = item
                     break
             if batch:
-                _detect_batch(detector, batch, todo, settings, writer.root, pool, pending)
+                found += _detect_batch(detector, batch, todo, settings, writer.root, pool,
+                                       pending)
                 summary.pictures += len(batch)
-                bar.update(len(batch))
             # Every picture of a marked source was queued before its marker: all are done now.
             for kind, i, info in markers:
                 entry = pending.pop(i, _Pending())
                 if kind == "fail":
                     summary.failed.append((str(todo[i].path), info))
                     continue
-                _finish_source(writer, todo[i], info, entry, sink)
+                _finish_source(writer, todo[i], info, entry, sampling, sink)
                 summary.finished += 1
                 summary.detections += len(entry.crops)
-            bar.set_postfix(detections=summary.detections, failed=len(summary.failed))
+            bar.set_postfix(detections=found, failed=len(summary.failed), refresh=False)
+            bar.update(len(batch))
     finally:
         stop.set()
         bar.close()
@@ -252,11 +260,13 @@ def _process(detector: Detector, todo: list[Source], sampling: FrameSampling,
 
 def _detect_batch(detector: Detector, batch: list[tuple], todo: list[Source],
                   settings: DetectSettings, root: Path, pool: ThreadPoolExecutor,
-                  pending: dict[int, _Pending]) -> None:
-    """Detect on a batch of ("pic", source index, frame, rgb); queue the crops' JPEG writes."""
+                  pending: dict[int, _Pending]) -> int:
+    """Detect on a batch of ("pic", source index, frame, rgb); queue the crops' JPEG writes.
+    Returns the number of detections kept."""
     run = detector.detect_and_embed if settings.embed else detector.detect
     results = run([item[3] for item in batch], score_thresh=settings.score_thresh,
                   max_detections=settings.max_detections)
+    kept = 0
     for (_, i, frame, rgb), (boxes, scores, *features) in zip(batch, results, strict=True):
         keep = (boxes[:, 3] - boxes[:, 1]) >= settings.min_size
         boxes, scores = boxes[keep], scores[keep]
@@ -273,10 +283,12 @@ def _detect_batch(detector: Detector, batch: list[tuple], todo: list[Source],
         entry.boxes.append(boxes)
         entry.scores.append(scores)
         entry.crops.extend(names)
+        kept += len(names)
+    return kept
 
 
 def _finish_source(writer: ManifestWriter, source: Source, n_pictures: int,
-                   entry: _Pending, sink: Any = None) -> None:
+                   entry: _Pending, sampling: FrameSampling, sink: Any = None) -> None:
     """Wait for the source's crops (and store its embeddings), then append its rows and mark
     it finished."""
     wait(entry.writes)
@@ -288,5 +300,6 @@ def _finish_source(writer: ManifestWriter, source: Source, n_pictures: int,
     frames = np.concatenate(entry.frames) if entry.frames else np.zeros(0, np.int64)
     boxes = np.concatenate(entry.boxes) if entry.boxes else np.zeros((0, 4), np.float32)
     scores = np.concatenate(entry.scores) if entry.scores else np.zeros(0, np.float32)
+    fps, step = video_timing(source, sampling)
     writer.add_source(str(source.path), source.kind, n_pictures, frames, boxes, scores,
-                      entry.crops)
+                      entry.crops, fps=fps, step=step)

@@ -1,4 +1,6 @@
-"""What ``psearch detect`` reads: image files, folders of them, and video files (sampled frames)."""
+"""What ``psearch detect`` reads: image files, folders of them, video files (sampled frames), and
+image sequences: a folder whose images, sorted by name, are the frames of one camera at a given
+frame rate (``sequence_fps``); its frame ``i`` is its ``i``-th image (``psearch.media``)."""
 
 from __future__ import annotations
 
@@ -12,9 +14,9 @@ import cv2
 import numpy as np
 
 from psearch.errors import PsearchError
-from psearch.media import IMAGE_SUFFIXES, VIDEO_SUFFIXES, read_image
+from psearch.media import IMAGE_SUFFIXES, VIDEO_SUFFIXES, read_image, sequence_files
 
-IMAGE, VIDEO = "image", "video"
+IMAGE, VIDEO, SEQUENCE = "image", "video", "sequence"
 
 
 @dataclass(frozen=True)
@@ -22,7 +24,8 @@ class Source:
     """One input of a detect run: an image (one picture) or a video (its sampled frames)."""
 
     path: Path  # absolute
-    kind: str  # IMAGE or VIDEO
+    kind: str  # IMAGE, VIDEO or SEQUENCE (a folder)
+    fps: float | None = None  # SEQUENCE: its frame rate
 
 
 def _kind(path: Path) -> str | None:
@@ -31,18 +34,24 @@ def _kind(path: Path) -> str | None:
 
 
 def collect_sources(inputs: list[str | os.PathLike], recursive: bool = False,
-                    exclude: str | os.PathLike | None = None) -> list[Source]:
+                    exclude: str | os.PathLike | None = None,
+                    sequence_fps: float | None = None) -> list[Source]:
     """Expand files and folders into sources, folders sorted by name, duplicates dropped.
 
     Files under ``exclude`` (the output folder, whose crops are images too) are left out of
-    folders. Raises ``PsearchError`` for a missing path, a file that is neither image nor
-    video, or a folder without any.
+    folders. With ``sequence_fps`` each folder is one image sequence at that frame rate instead
+    of a set of separate images. Raises ``PsearchError`` for a missing path, a file that is
+    neither image nor video, or a folder without any.
     """
     skip = Path(exclude).expanduser().absolute() if exclude is not None else None
     sources: dict[Path, Source] = {}
     for item in inputs:
         path = Path(item).expanduser().absolute()
-        if path.is_dir():
+        if path.is_dir() and sequence_fps is not None:
+            if not sequence_files(path):
+                raise PsearchError(f"{path}: folder holds no image files for a sequence")
+            sources.setdefault(path, Source(path, SEQUENCE, float(sequence_fps)))
+        elif path.is_dir():
             files = sorted(p for p in (path.rglob("*") if recursive else path.iterdir())
                            if p.is_file() and _kind(p) is not None
                            and (skip is None or not p.is_relative_to(skip)))
@@ -88,6 +97,8 @@ def estimate_pictures(source: Source, sampling: FrameSampling) -> int:
     """How many pictures ``iter_pictures`` will yield (from the video header; for progress)."""
     if source.kind == IMAGE:
         return 1
+    if source.kind == SEQUENCE:
+        return max(1, math.ceil(len(sequence_files(source.path)) / sampling.step(source.fps)))
     capture = cv2.VideoCapture(str(source.path))
     try:
         frames = int(capture.get(cv2.CAP_PROP_FRAME_COUNT))
@@ -95,6 +106,22 @@ def estimate_pictures(source: Source, sampling: FrameSampling) -> int:
     finally:
         capture.release()
     return max(1, math.ceil(frames / step)) if frames > 0 else 1
+
+
+def video_timing(source: Source, sampling: FrameSampling) -> tuple[float | None, float | None]:
+    """(frame rate, frames between two processed frames) of a video; (None, None) for an image.
+    The rate is None when the file does not declare one."""
+    if source.kind == SEQUENCE:
+        return source.fps, sampling.step(source.fps)
+    if source.kind != VIDEO:
+        return None, None
+    capture = cv2.VideoCapture(str(source.path))
+    try:
+        fps = float(capture.get(cv2.CAP_PROP_FPS))
+    finally:
+        capture.release()
+    fps = fps if math.isfinite(fps) and fps > 0 else None
+    return fps, sampling.step(fps or 0.0)
 
 
 def iter_pictures(source: Source, sampling: FrameSampling = FrameSampling()
@@ -106,6 +133,12 @@ def iter_pictures(source: Source, sampling: FrameSampling = FrameSampling()
     """
     if source.kind == IMAGE:
         yield -1, read_image(source.path)
+        return
+    if source.kind == SEQUENCE:
+        files = sequence_files(source.path)
+        step = sampling.step(source.fps)
+        for index in np.unique(np.floor(np.arange(0, len(files), step) + 1e-6).astype(int)):
+            yield int(index), read_image(files[index])
         return
     capture = _open_video(source.path)
     try:

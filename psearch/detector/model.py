@@ -8,7 +8,7 @@ split whose layer4 is the RoI head), ``build_anchor_generator`` (upright anchors
 subclass. Every knob comes from the ``model`` section of a config, which travels in the
 checkpoint.
 
-Starting weights (``model.weights``), never downloaded:
+Starting weights (``model.weights``), downloaded only on request (``psearch.weights``):
 
 - ``null``: from scratch (BatchNorm trains);
 - ``"imagenet"``: torchvision's ImageNet backbone weights, if they are in the torch hub cache;
@@ -120,12 +120,9 @@ def _hub_file(weights: Any) -> Path:
 
 
 def _require_cached(weights: Any, what: str) -> Path:
-    path = _hub_file(weights)
-    if not path.is_file():
-        raise PsearchError(f"{path}: {what} weights not in the torch hub cache (psearch never "
-                           f"downloads; copy the file there, pass model.weights=PATH, or train "
-                           f"from scratch with model.weights=null)")
-    return path
+    from psearch.weights import torchvision_weights  # fetched first only under --download
+
+    return torchvision_weights(weights, what)
 
 
 def build_backbone(cfg: dict[str, Any]) -> tuple[nn.Module, nn.Module | None]:

@@ -23,7 +23,6 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 
 import numpy as np
-from tqdm import tqdm
 
 from psearch.data.annotations import PersonSearchDataset
 from psearch.errors import PsearchError
@@ -40,6 +39,7 @@ from psearch.evaluation.results import (
     as_results,
     group_by_gallery,
 )
+from psearch.progress import progress_bar
 
 TOPK = (1, 5, 10)
 QUERY_CHUNK = 256
@@ -115,7 +115,7 @@ def search_scores(
     else:
         desc = "search " + ("cross-camera" if cross_camera else "all cameras")
     for q, gallery in enumerate(
-        tqdm(galleries, total=n_queries, desc=desc, unit="query", disable=not progress)
+        progress_bar(galleries, total=n_queries, desc=desc, unit="query", enabled=progress)
     ):
         if q % QUERY_CHUNK == 0:
             sims = results.query_features[q : q + QUERY_CHUNK] @ dets.features.T

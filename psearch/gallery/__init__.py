@@ -17,6 +17,7 @@ _EXPORTS = {
     "Match": "psearch.gallery.store",
     "PersonSearch": "psearch.gallery.search",
     "Rows": "psearch.gallery.rows",
+    "Sighting": "psearch.gallery.sightings",
     "index_embeddings": "psearch.gallery.build",
     "write_sheet": "psearch.gallery.sheet",
 }

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from psearch.errors import PsearchError
 from psearch.gallery.index import DEFAULT_TARGET_RECALL
-from psearch.gallery.inputs import load_gallery_input
+from psearch.gallery.inputs import load_gallery_input, new_rows
 from psearch.gallery.store import Gallery, is_gallery
 
 
@@ -17,7 +17,9 @@ def index_embeddings(embeddings_dir: str | os.PathLike, out: str | os.PathLike,
                      pq_m: int | None = None,
                      target_recall: float = DEFAULT_TARGET_RECALL) -> Gallery:
     """Build the gallery ``out`` from ``embeddings_dir`` (+ its detect directory), or append to
-    it (``add``); an existing gallery is replaced only with ``overwrite``. Returns the gallery.
+    it (``add``: only rows the gallery does not hold yet, see ``inputs.new_rows``; an IVF index
+    may retrain, see ``index.retrain_reason``); an existing gallery is replaced only with
+    ``overwrite``. Returns the gallery.
 
     >>> index_embeddings("emb/", "gallery/")                    # manifest named by emb/
     >>> index_embeddings("emb2/", "gallery/", add=True)
@@ -35,6 +37,9 @@ def index_embeddings(embeddings_dir: str | os.PathLike, out: str | os.PathLike,
     data = load_gallery_input(embeddings_dir, manifest_dir)
     if add:
         gallery = Gallery.load(out)
+        data = new_rows(data, gallery.header["inputs"])
+        if len(data.vectors) == 0:
+            return gallery  # nothing new: the gallery is left as it is
         gallery.add(data.vectors, data.rows, reid=data.reid, inputs=[data.provenance])
     else:
         gallery = Gallery.build(data.vectors, data.rows, index=index, reid=data.reid,

@@ -43,14 +43,21 @@ def index_command(embeddings_dir: Path, manifest_dir: Path | None, out: Path, in
 
     The gallery directory holds the FAISS index, the detections' metadata and gallery.json
     (index settings, the re-ID checkpoint and its sha256). Writes are atomic: an interrupted
-    build or add leaves the previous gallery as it was.
+    build or add leaves the previous gallery as it was. --add takes only the rows the gallery
+    does not hold yet (embeddings that grew are added in part); an IVF index retrains its
+    coarse quantizer when the gallery outgrows it 4x or the new rows lie 1.5x farther from its
+    centroids than the rows it was trained on.
     """
     from psearch.gallery.build import index_embeddings
 
     gallery = index_embeddings(embeddings_dir, out, manifest_dir, index=index_kind, add=add,
                                overwrite=overwrite, nlist=nlist, pq_m=pq_m,
                                target_recall=target_recall)
-    click.echo(f"{out}: {describe(gallery.header)}")
+    if add and not gallery.changed:
+        click.echo(f"{out}: nothing new in {embeddings_dir}; {describe(gallery.header)}")
+        return
+    click.echo(f"{out}: {describe(gallery.header)}" + (
+        f" (coarse quantizer retrained: {gallery.retrained})" if gallery.retrained else ""))
 
 
 def describe(header: dict) -> str:
@@ -90,9 +97,14 @@ def parse_box(text: str) -> tuple[float, ...]:
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:1, ...")
 @click.option("--checkpoint", type=click.Path(dir_okay=False, path_type=Path),
               help="The gallery's re-ID checkpoint if it moved (same sha256 required).")
+@click.option("--per-frame", is_flag=True,
+              help="Videos: one row per matched frame instead of one per sighting.")
+@click.option("--gap", type=click.FloatRange(min=0), default=None,
+              help="Videos: seconds between matched frames that still make one sighting "
+                   "[default: 2].")
 def query_command(gallery_dir: Path, image: Path | None, boxes: tuple[str, ...],
                   crop: Path | None, top_k: int, as_json: bool, show: Path | None, device: str,
-                  checkpoint: Path | None) -> None:
+                  checkpoint: Path | None, per_frame: bool, gap: float | None) -> None:
     """Find the person at --box of --image (or in --crop) in a gallery.
 
     \b
@@ -100,8 +112,11 @@ def query_command(gallery_dir: Path, image: Path | None, boxes: tuple[str, ...],
       psearch query --gallery gallery/ --image q.jpg --box 120,40,180,220 --show hits.png
       psearch query --gallery gallery/ --crop person.jpg --top-k 20 --json
 
-    Prints a ranked table: rank, cosine score, source image (or video:frame) and box. The query
-    is embedded with the gallery's re-ID checkpoint (an error if its sha256 changed).
+    Prints a ranked table: rank, cosine score, source image (or video:frame) and box. In a
+    gallery of videos the hits of nearby frames of one video are grouped into sightings (start
+    and end time H:MM:SS.mmm, best frame and score, frames matched), ranked by best score;
+    --per-frame shows the frames instead. The query is embedded with the gallery's re-ID
+    checkpoint (an error if its sha256 changed).
     """
     import numpy as np
 
@@ -127,7 +142,10 @@ def query_command(gallery_dir: Path, image: Path | None, boxes: tuple[str, ...],
     # The boxes are checked once above; embed them (or the crop) and search in one batch.
     embeddings = (ps.embedder.embed_boxes(picture, np.stack(query_boxes)) if crop is None
                   else ps.embedder.embed_crops([picture]))
-    results = ps.search(embeddings, top_k)
+    grouped = ps.gallery.rows.has_video and not per_frame
+    results = (ps.search_sightings(embeddings, top_k, gap) if grouped
+               else ps.search(embeddings, top_k))
+    key = "sightings" if grouped else "matches"
     sheets = sheet_paths(show, len(results)) if show else [None] * len(results)
     for crop_rgb, matches, sheet in zip(crops, results, sheets, strict=True):
         if sheet is not None:
@@ -136,13 +154,14 @@ def query_command(gallery_dir: Path, image: Path | None, boxes: tuple[str, ...],
     if as_json:
         click.echo(json.dumps({"gallery": str(gallery_dir), "queries": [
             {"image": query_source, "box": None if b is None else [float(v) for v in b],
-             "sheet": None if s is None else str(s), "matches": [m.to_dict() for m in ms]}
+             "sheet": None if s is None else str(s), key: [m.to_dict() for m in ms]}
             for b, ms, s in zip(query_boxes, results, sheets, strict=True)]}, indent=2))
         return
     for b, matches, sheet in zip(query_boxes, results, sheets, strict=True):
         where = "crop" if b is None else "box " + ",".join(f"{v:g}" for v in b)
-        click.echo(f"query {query_source} {where}: top {len(matches)} of {len(ps.gallery)}")
-        click.echo(format_table(matches))
+        click.echo(f"query {query_source} {where}: top {len(matches)} {key} of "
+                   f"{len(ps.gallery)} detections")
+        click.echo(format_sightings(matches) if grouped else format_table(matches))
         if sheet is not None:
             click.echo(f"sheet: {sheet}")
 
@@ -160,6 +179,18 @@ def format_table(matches: list) -> str:
     for m in matches:
         box = ",".join(f"{v:.0f}" for v in m.box)
         lines.append(f"{m.rank:>4}  {m.score:6.3f}  {box:<23}  {m.where}")
+    return "\n".join(lines)
+
+
+def format_sightings(sightings: list) -> str:
+    """Ranked sightings as aligned text columns: times, frames matched, best frame."""
+    lines = [f"{'rank':>4}  {'score':>6}  {'start':>11}  {'end':>11}  {'frames':>6}  "
+             f"{'best box':<19}  source:best frame"]
+    for s in sightings:
+        box = ",".join(f"{v:.0f}" for v in s.best.box)
+        start, end = s.bounds()
+        lines.append(f"{s.rank:>4}  {s.score:6.3f}  {start:>11}  {end:>11}  {s.frames:>6}  "
+                     f"{box:<19}  {s.best.where}")
     return "\n".join(lines)
 
 

@@ -14,13 +14,13 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from tqdm import tqdm
 
 from psearch.data.annotations import PersonSearchDataset
 from psearch.errors import PsearchError
 from psearch.evaluation import SearchResults
 from psearch.gallery.store import Gallery
 from psearch.media import read_image
+from psearch.progress import progress_bar
 
 
 def gallery_results(gallery: Gallery, dataset: PersonSearchDataset, embedder: Any,
@@ -55,8 +55,8 @@ def embed_queries(dataset: PersonSearchDataset, embedder: Any,
     for q, query in enumerate(dataset.queries):
         by_image[query.image].append(q)
     out = np.zeros((len(dataset.queries), int(embedder.dim)), np.float32)
-    for name, qs in tqdm(by_image.items(), desc="embed queries", unit="image",
-                         disable=not progress):
+    for name, qs in progress_bar(by_image.items(), desc="embed queries", unit="image",
+                                 enabled=progress):
         image = read_image(dataset.image(name).path)
         out[qs] = embedder.embed_boxes(image, np.stack([dataset.queries[q].box for q in qs]))
     return out

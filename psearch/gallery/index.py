@@ -14,9 +14,9 @@ import math
 
 import faiss
 import numpy as np
-from tqdm import tqdm
 
 from psearch.errors import PsearchError
+from psearch.progress import progress_bar
 
 INDEX_KINDS = ("auto", "flat", "ivf", "ivfpq", "hnsw")
 AUTO_FLAT_MAX_ROWS = 100_000
@@ -36,6 +36,12 @@ HNSW_MIN_EF = 16
 """efSearch below FAISS's default of 16 is erratic for k = 10."""
 SATURATED = 0.002
 """Stop raising the knob once recall grows less than this per step (PQ's quantization caps it)."""
+RETRAIN_GROWTH = 4.0
+"""``add`` retrains an IVF-Flat gallery's coarse quantizer when it would hold more than this many
+times the rows its k-means saw (its nlist, ~4 sqrt(N), has become too small: long lists) ..."""
+RETRAIN_DRIFT = 1.5
+"""... or when the added vectors lie farther from their nearest centroid than this many times
+the training vectors did (mean 1 - cosine): new footage the centroids do not describe."""
 
 
 def default_nlist(n_rows: int) -> int:
@@ -81,7 +87,7 @@ def build_index(vectors: np.ndarray, kind: str, nlist: int | None = None,
     info: dict = {"kind": kind, "factory": factory}
     if kind in ("ivf", "ivfpq"):
         ivf = faiss.extract_index_ivf(index)
-        info["nlist"] = ivf.nlist
+        info.update(nlist=ivf.nlist, nlist_auto=nlist is None)
         if n < ivf.nlist:
             raise PsearchError(f"{factory}: {n} vectors cannot train {ivf.nlist} inverted lists; "
                                "use --index flat or a smaller --nlist")
@@ -89,14 +95,47 @@ def build_index(vectors: np.ndarray, kind: str, nlist: int | None = None,
             faiss.downcast_index(ivf).do_polysemous_training = False
         sample = np.random.default_rng(seed).permutation(n)[: TRAIN_POINTS_PER_LIST * ivf.nlist]
         index.train(vectors[np.sort(sample)])
+        info.update(trained_rows=n, train_residual=centroid_residual(index, vectors[sample]))
     add_in_chunks(index, vectors)
     return index, info
+
+
+def centroid_residual(index: faiss.Index, vectors: np.ndarray) -> float:
+    """Mean 1 - cosine between ``vectors`` [N, D] and their nearest coarse centroid (IVF)."""
+    if len(vectors) == 0:
+        return 0.0
+    similarity, _ = faiss.extract_index_ivf(index).quantizer.search(vectors, 1)
+    return round(float(np.mean(1.0 - similarity)), 6)
+
+
+def retrain_reason(info: dict, index: faiss.Index, added: np.ndarray, rows_before: int
+                   ) -> str | None:
+    """Why an ``add`` of ``added`` [M, D] should retrain this IVF-Flat index, or None.
+
+    The rule (``RETRAIN_GROWTH``, ``RETRAIN_DRIFT``): the gallery grows past RETRAIN_GROWTH x
+    the rows the quantizer was trained on, or the added vectors' mean distance to their nearest
+    centroid exceeds RETRAIN_DRIFT x the training vectors'. IVF-PQ is never retrained (its codes
+    cannot be re-encoded without loss; rebuild it from the embeddings instead).
+    """
+    if info.get("kind") != "ivf":
+        return None
+    trained = int(info.get("trained_rows") or rows_before)
+    total = rows_before + len(added)
+    if total > RETRAIN_GROWTH * trained:
+        return f"{total} rows > {RETRAIN_GROWTH:g} x the {trained} it was trained on"
+    base = info.get("train_residual")
+    drift = centroid_residual(index, added)
+    if base and drift > RETRAIN_DRIFT * base:
+        return (f"added rows lie {drift / base:.2f}x farther from the centroids than the "
+                f"training rows (> {RETRAIN_DRIFT:g}x)")
+    return None
 
 
 def add_in_chunks(index: faiss.Index, vectors: np.ndarray) -> None:
     """``index.add(vectors)`` [N, D] in chunks, with a progress bar for large N."""
     starts = range(0, len(vectors), ADD_CHUNK)
-    for start in tqdm(starts, desc="index", unit="chunk", disable=len(starts) < 2, leave=False):
+    for start in progress_bar(starts, desc="index", unit="chunk", enabled=len(starts) >= 2,
+                              leave=False):
         index.add(vectors[start:start + ADD_CHUNK])
 
 

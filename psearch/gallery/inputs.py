@@ -16,7 +16,7 @@ import numpy as np
 
 from psearch.errors import PsearchError
 from psearch.gallery.rows import Rows
-from psearch.manifest import read_manifest
+from psearch.manifest import Manifest, read_manifest
 
 EMBEDDINGS_NPY = "embeddings.npy"
 EMBEDDINGS_JSON = "embeddings.json"
@@ -30,6 +30,7 @@ class GalleryInput:
     rows: Rows
     reid: dict
     provenance: dict
+    manifest: Manifest
 
 
 def read_embeddings(directory: str | os.PathLike) -> tuple[np.ndarray, dict]:
@@ -69,7 +70,28 @@ def load_gallery_input(embeddings_dir: str | os.PathLike,
                            "`psearch embed` on this manifest")
     reid = {key: info.get(key) for key in ("checkpoint", "checkpoint_sha256", "model")}
     provenance = {"manifest": str(manifest.root.resolve()),
-                  "embeddings": str(Path(embeddings_dir).resolve()), "rows": len(vectors)}
-    return GalleryInput(vectors, Rows.from_manifest(manifest), reid, provenance)
+                  "embeddings": str(Path(embeddings_dir).resolve()), "rows": len(vectors),
+                  "rows_digest": manifest.digest()}
+    return GalleryInput(vectors, Rows.from_manifest(manifest), reid, provenance, manifest)
+
+
+def new_rows(data: GalleryInput, inputs: list[dict]) -> GalleryInput:
+    """``data`` without the rows a gallery already took from the same embeddings directory.
+
+    A gallery's ``inputs`` record each embeddings directory it indexed, with its row count and
+    the digest of those rows; when they are still the first rows of ``data`` (the embeddings
+    grew: ``psearch embed`` appended), only the rows after them are new. ``PsearchError`` when
+    those rows changed since.
+    """
+    earlier = [i for i in inputs if i.get("embeddings") == data.provenance["embeddings"]]
+    if not earlier:
+        return data
+    taken = max(int(i.get("rows", 0)) for i in earlier)
+    digest = next(i.get("rows_digest") for i in earlier if int(i.get("rows", 0)) == taken)
+    if taken > len(data.vectors) or digest != data.manifest.digest(taken):
+        raise PsearchError(f"{data.provenance['embeddings']}: its first {taken} rows are in the "
+                           "gallery already but have changed since; build a new gallery")
+    return GalleryInput(data.vectors[taken:], data.rows.take(slice(taken, None)), data.reid,
+                        data.provenance, data.manifest)
 
 

@@ -3,6 +3,7 @@
 >>> ps = PersonSearch("gallery/", device="cpu")
 >>> matches = ps.query("q.jpg", box=(x1, y1, x2, y2), top_k=10)    # list[Match]
 >>> ps.draw("q.jpg", (x1, y1, x2, y2), matches, "sheet.png")      # or "sheet.html"
+>>> sightings = ps.sightings("q.jpg", box=(x1, y1, x2, y2))          # videos: list[Sighting]
 
 The embedder is the one recorded in the gallery (its checkpoint must still have the same
 sha256); pass ``embedder=`` any ``psearch.models.Embedder`` of the same embedding size to use
@@ -20,6 +21,7 @@ import numpy as np
 
 from psearch.boxes import ImageLike, as_rgb, check_box, check_boxes, crop_box
 from psearch.errors import PsearchError
+from psearch.gallery.sightings import Sighting
 from psearch.gallery.store import Gallery, Match
 from psearch.io import file_sha256
 from psearch.models import load_embedder as load_model_embedder
@@ -72,9 +74,24 @@ class PersonSearch:
             raise PsearchError(f"top_k must be at least 1, got {top_k}")
         return self.gallery.matches(embeddings, top_k)
 
+    def sightings(self, image: ImageLike, box: Sequence[float] | np.ndarray | None = None,
+                  top_k: int = 10, gap: float | None = None) -> list[Sighting]:
+        """The ``top_k`` best sightings of the person at ``box`` of ``image``: hits of nearby
+        frames of one video grouped (at most ``gap`` seconds apart, default 2), best first."""
+        return self.search_sightings(self.embed(image, None if box is None else [box]),
+                                     top_k, gap)[0]
+
+    def search_sightings(self, embeddings: np.ndarray, top_k: int = 10,
+                         gap: float | None = None) -> list[list[Sighting]]:
+        """Sightings for precomputed query embeddings float32 [Q, D]."""
+        if top_k < 1:
+            raise PsearchError(f"top_k must be at least 1, got {top_k}")
+        return self.gallery.sightings(embeddings, top_k, gap)
+
     def draw(self, query_image: ImageLike, box: Sequence[float] | np.ndarray | None,
-             matches: list[Match], out: str | os.PathLike) -> Path:
-        """Write the result sheet (``.png``/``.jpg`` image or ``.html`` page) to ``out``."""
+             matches: list[Match] | list[Sighting], out: str | os.PathLike) -> Path:
+        """Write the result sheet (``.png``/``.jpg`` image or ``.html`` page) of matches or
+        sightings to ``out``."""
         from psearch.gallery.sheet import write_sheet
 
         rgb = as_rgb(query_image)

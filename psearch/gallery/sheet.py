@@ -3,6 +3,8 @@
 Every tile is ``TILE_W`` x ``TILE_H`` pixels of picture (resized to fit, centred on grey) over a
 ``CAPTION_H`` caption band; tiles sit ``MARGIN`` apart, ``COLUMNS`` per row, the query first.
 ``.html`` writes a self-contained page (pictures inlined as JPEG data URIs) with the same tiles.
+Results are ``Match`` objects (one detection each) or ``Sighting`` objects (a run of frames of a
+video, drawn as its best frame and captioned with its time span).
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import cv2
 import numpy as np
 
 from psearch.errors import PsearchError
+from psearch.gallery.sightings import Sighting, format_time
 from psearch.gallery.store import Match
 from psearch.io import atomic_path, write_text_atomic
 from psearch.media import read_source_frame
@@ -72,21 +75,34 @@ def match_tile(match: Match, frames: dict) -> np.ndarray:
     return tile
 
 
-def captions(matches: list[Match]) -> list[tuple[str, str]]:
+Result = Match | Sighting
+
+
+def best_match(result: Result) -> Match:
+    """The detection a result tile shows."""
+    return result.best if isinstance(result, Sighting) else result
+
+
+def captions(results: list[Result]) -> list[tuple[str, str]]:
     """Two caption lines per tile, query first."""
     lines = [("query", "")]
-    for m in matches:
+    for r in results:
+        if isinstance(r, Sighting) and r.is_video:
+            lines.append((f"#{r.rank} {r.score:.3f} {r.frames} fr {Path(r.source).name}",
+                          r.span))
+            continue
+        m = best_match(r)
         where = Path(m.source).name + ("" if m.frame < 0 else f":{m.frame}")
-        lines.append((f"#{m.rank}  score {m.score:.3f}", where))
+        lines.append((f"#{r.rank}  score {r.score:.3f}", where))
     return lines
 
 
-def render_sheet(query_crop: np.ndarray, matches: list[Match]) -> np.ndarray:
+def render_sheet(query_crop: np.ndarray, matches: list[Result]) -> np.ndarray:
     """The sheet as an RGB uint8 array [H, W, 3] (size ``sheet_size(len(matches))``)."""
     width, height = sheet_size(len(matches))
     sheet = np.full((height, width, 3), BACKGROUND, np.uint8)
     frames: dict = {}
-    tiles = [fit(query_crop)[0]] + [match_tile(m, frames) for m in matches]
+    tiles = [fit(query_crop)[0]] + [match_tile(best_match(m), frames) for m in matches]
     for i, (tile, (line1, line2)) in enumerate(zip(tiles, captions(matches), strict=True)):
         x, y = tile_origin(i)
         sheet[y:y + TILE_H, x:x + TILE_W] = tile
@@ -98,8 +114,9 @@ def render_sheet(query_crop: np.ndarray, matches: list[Match]) -> np.ndarray:
     return sheet
 
 
-def write_sheet(query_crop: np.ndarray, matches: list[Match], out: str | os.PathLike) -> Path:
-    """Write the sheet of ``matches`` for RGB ``query_crop`` to ``out`` (.png, .jpg or .html)."""
+def write_sheet(query_crop: np.ndarray, matches: list[Result], out: str | os.PathLike) -> Path:
+    """Write the sheet of ``matches`` (or sightings) for RGB ``query_crop`` to ``out`` (.png,
+    .jpg or .html)."""
     out = Path(out)
     suffix = out.suffix.lower()
     if suffix not in SHEET_SUFFIXES:
@@ -116,15 +133,20 @@ def write_sheet(query_crop: np.ndarray, matches: list[Match], out: str | os.Path
     return out
 
 
-def sheet_html(query_crop: np.ndarray, matches: list[Match]) -> str:
-    """A self-contained HTML page with the query tile and one figure per match."""
+def sheet_html(query_crop: np.ndarray, matches: list[Result]) -> str:
+    """A self-contained HTML page with the query tile and one figure per match or sighting."""
     frames: dict = {}
     figures = [_figure(fit(query_crop)[0], ["query"])]
-    for m in matches:
+    for r in matches:
+        m = best_match(r)
         box = ", ".join(f"{v:.0f}" for v in m.box)
         where = m.source if m.frame < 0 else f"{m.source} frame {m.frame}"
-        figures.append(_figure(match_tile(m, frames),
-                               [f"#{m.rank} score {m.score:.3f}", where, f"box {box}"]))
+        lines = [f"#{r.rank} score {r.score:.3f}", where, f"box {box}"]
+        if isinstance(r, Sighting) and r.is_video:
+            lines = [f"#{r.rank} score {r.score:.3f}", r.source,
+                     f"{r.span} ({r.frames} frames)",
+                     f"best: frame {m.frame} at {format_time(r.best_time)}, box {box}"]
+        figures.append(_figure(match_tile(m, frames), lines))
     style = ("body{font-family:sans-serif}main{display:flex;flex-wrap:wrap;gap:8px}"
              f"figure{{margin:0;width:{TILE_W}px}}"
              "figcaption{font-size:12px;word-break:break-all}")

@@ -21,6 +21,7 @@ import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import faiss
 import numpy as np
@@ -30,6 +31,9 @@ from psearch.errors import PsearchError
 from psearch.gallery import index as ix
 from psearch.gallery.rows import Rows
 from psearch.io import atomic_path, write_json_atomic
+
+if TYPE_CHECKING:
+    from psearch.gallery.sightings import Sighting
 
 HEADER_NAME = "gallery.json"
 GALLERY_FORMAT = "psearch-gallery"
@@ -92,6 +96,8 @@ class Gallery:
         self.index = index
         self.rows = rows
         self.header = header
+        self.changed = False  # rows added since loading / building
+        self.retrained: str | None = None  # why the last add rebuilt the IVF index, if it did
         self._search_index: faiss.Index | None = None
         self._on_gpu = False
 
@@ -126,7 +132,9 @@ class Gallery:
 
     def add(self, vectors: np.ndarray, rows: Rows, reid: dict | None = None,
             inputs: list | None = None) -> None:
-        """Append ``vectors`` [M, D] and their ``rows``; IVF lists keep their trained centroids.
+        """Append ``vectors`` [M, D] and their ``rows``. An IVF-Flat index keeps its centroids
+        unless the added rows would skew it (``index.retrain_reason``): then it is rebuilt on all
+        rows with a new coarse quantizer and its ``nprobe`` tuned again.
 
         ``reid`` must name the same checkpoint (sha256) as the gallery's: embeddings of two
         models are not comparable.
@@ -142,12 +150,29 @@ class Gallery:
         if mine != theirs:
             raise PsearchError(f"embeddings come from re-ID checkpoint sha256 {theirs} but the "
                                f"gallery was built with {mine}; build a new gallery instead")
-        ix.add_in_chunks(self.index, vectors)
+        reason = ix.retrain_reason(self.header["index"], self.index, vectors, len(self))
+        self.retrained = reason
+        if reason is None:
+            ix.add_in_chunks(self.index, vectors)
+        else:  # a new coarse quantizer for all rows, then the search knob tuned again
+            self._retrain(np.concatenate([self.vectors(), vectors]), reason)
         self.rows = self.rows.concat(rows)
+        self.changed = True
         self.header["rows"] = len(self.rows)
         self.header["inputs"] = self.header["inputs"] + list(inputs or [])
         self.header["updated"] = _now()
         self._search_index = None
+
+    def _retrain(self, vectors: np.ndarray, reason: str) -> None:
+        """Rebuild the IVF index on ``vectors`` (every row, in order) with fresh centroids."""
+        old = self.header["index"]
+        nlist = None if old.get("nlist_auto", True) else old["nlist"]
+        index, info = ix.build_index(vectors, old["kind"], nlist=nlist)
+        target = old.get("target_recall", ix.DEFAULT_TARGET_RECALL)
+        info.update(ix.tune_search_knob(index, vectors, info["kind"], target))
+        info.update(target_recall=target, retrained=reason,
+                    retrains=int(old.get("retrains", 0)) + 1)
+        self.index, self.header["index"] = index, info
 
     # -- searching -----------------------------------------------------------------------------
 
@@ -180,6 +205,16 @@ class Gallery:
         """Search and look the results up: one ranked ``Match`` list per query row."""
         scores, ids = self.search(queries, k)
         return [self.lookup(s, i) for s, i in zip(scores, ids, strict=True)]
+
+    def sightings(self, queries: np.ndarray, top_k: int = 10, gap: float | None = None
+                  ) -> list[list[Sighting]]:
+        """Search, then group hits of nearby frames of a video into sightings (see
+        ``psearch.gallery.sightings``): the ``top_k`` best per query row, best first."""
+        from psearch.gallery.sightings import DEFAULT_GAP_S, candidate_count, group_sightings
+
+        scores, ids = self.search(queries, candidate_count(top_k, len(self)))
+        return [group_sightings(self.rows, i, s, top_k, DEFAULT_GAP_S if gap is None else gap,
+                                self.lookup) for s, i in zip(scores, ids, strict=True)]
 
     def lookup(self, scores: np.ndarray, ids: np.ndarray) -> list[Match]:
         """``Match`` objects for one query's result row: scores [k], ids [k] (-1 skipped)."""
@@ -277,6 +312,14 @@ def _read_header(directory: Path) -> dict:
     missing = {"rows", "dim", "index", "files", "reid"} - set(header)
     if missing:
         raise PsearchError(f"{path}: gallery header lacks {', '.join(sorted(missing))}")
+    files = header["files"]
+    valid = (isinstance(files, dict) and all(isinstance(files.get(k), str) and files[k]
+                                             and "/" not in files[k] for k in ("index", "rows"))
+             and all(isinstance(header[k], int) and header[k] >= 0 for k in ("rows", "dim"))
+             and isinstance(header["index"], dict) and isinstance(header["index"].get("kind"), str)
+             and isinstance(header["reid"], dict))
+    if not valid:
+        raise PsearchError(f"{path}: corrupt gallery header (fields of the wrong type)")
     return header
 
 

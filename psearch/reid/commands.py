@@ -30,7 +30,11 @@ from psearch.reid.config import DEFAULT_PRESET, reid_config
 @click.option("--loss", type=click.Choice(["oim", "softmax"]), default=None,
               help="Override loss.name.")
 @click.option("--pretrained", is_flag=True,
-              help="Start from timm's pretrained backbone weights (must be available locally).")
+              help="Start from timm's pretrained backbone weights (from its local cache; "
+                   "--download fetches them).")
+@click.option("--download", is_flag=True,
+              help="Let torchvision/timm download missing pretrained weights (needs network; "
+                   "never without this flag).")
 @click.option("--detections", type=click.Path(path_type=Path), default=None,
               help="A detect manifest on the train images: detections with IoU >= "
                    "data.detections_iou (0.5) to a ground-truth box are added as extra crops "
@@ -40,8 +44,8 @@ from psearch.reid.config import DEFAULT_PRESET, reid_config
 @click.option("--quiet", is_flag=True, help="No progress bars.")
 def train_reid_command(data_root: Path, fmt: str, out: Path, preset: str,
                        overrides: tuple[str, ...], epochs: int | None, loss: str | None,
-                       pretrained: bool, detections: Path | None, device: str, resume: bool,
-                       quiet: bool) -> None:
+                       pretrained: bool, download: bool, detections: Path | None, device: str,
+                       resume: bool, quiet: bool) -> None:
     """Train the re-ID embedding (timm backbone + OIM loss) on a dataset's train split.
 
     Evaluates on the test split with ground-truth boxes (the re-ID upper bound; Market-1501
@@ -51,12 +55,13 @@ def train_reid_command(data_root: Path, fmt: str, out: Path, preset: str,
     \b
     Example:
       psearch train-reid --data world/ --format cuhk --out runs/reid
-      psearch train-reid --data CUHK-SYSU/ --config reid_cuhk --pretrained --out runs/reid50
+      psearch train-reid --data CUHK/ --config reid_cuhk --pretrained --download --out runs/r50
       psearch train-reid --data Market-1501/ --format market --out runs/reid-market
     """
     from psearch.data import load_dataset
     from psearch.manifest import read_manifest
     from psearch.reid.train import train_reid
+    from psearch.weights import allow_downloads
 
     extra = [f"train.epochs={epochs}"] if epochs else []
     extra += [f"loss.name={loss}"] if loss else []
@@ -64,8 +69,9 @@ def train_reid_command(data_root: Path, fmt: str, out: Path, preset: str,
     cfg = reid_config(preset, (*overrides, *extra))
     dataset = load_dataset(data_root, fmt)
     manifest = read_manifest(detections) if detections is not None else None
-    history = train_reid(dataset, cfg, out, device=device, resume=resume, detections=manifest,
-                         progress=not quiet, log=click.echo)
+    with allow_downloads(download):
+        history = train_reid(dataset, cfg, out, device=device, resume=resume,
+                             detections=manifest, progress=not quiet, log=click.echo)
     click.echo(f"saved {out / 'last.pt'} ({len(history)} epochs)")
 
 

@@ -137,9 +137,10 @@ class CropStore:
             with ThreadPoolExecutor(threads) as pool:
                 decoded = pool.map(self._image_regions, used)
                 if progress:
-                    from tqdm import tqdm
+                    from psearch.progress import progress_bar
 
-                    decoded = tqdm(decoded, total=len(used), desc="caching crops", unit="img")
+                    decoded = progress_bar(decoded, total=len(used), desc="caching crops",
+                                           unit="img")
                 for rows, regions in decoded:
                     for row, region in zip(rows, regions, strict=True):
                         self.cache[row] = region

@@ -9,6 +9,11 @@ While running, rows go to ``embeddings.partial.npy`` (a memory-mapped .npy of th
 and the number of finished rows to ``embeddings.progress.json`` (written after the rows are
 flushed). An interrupted run resumes from there; at the end the partial file is renamed to
 ``embeddings.npy`` and ``embeddings.json`` is written, so a complete-looking output is complete.
+
+A manifest that grew (``psearch detect`` run again with more inputs) is embedded by appending:
+when the first rows of the manifest are those already embedded (``rows_digest``), the partial
+file starts as a copy of ``embeddings.npy`` and only the new rows are computed; the previous
+output stays as it was until the new one replaces it.
 """
 
 from __future__ import annotations
@@ -23,12 +28,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from tqdm import tqdm
 
 from psearch.errors import PsearchError
 from psearch.io import file_sha256, write_json_atomic
 from psearch.manifest import MANIFEST_NAME, Manifest, manifest_dir, read_manifest
 from psearch.media import read_image
+from psearch.progress import progress_bar
 from psearch.reid.model import ReidModel, resize_crops
 
 EMBEDDINGS_NAME = "embeddings.npy"
@@ -58,7 +63,7 @@ def read_json(path: Path) -> dict[str, Any] | None:
 
 def describe_difference(old: dict[str, Any], new: dict[str, Any]) -> str:
     """'dim 128 -> 256, rows 10 -> 12': what differs between two embedding metas."""
-    keys = ("dim", "rows", "manifest", "checkpoint_sha256")
+    keys = ("dim", "rows", "manifest", "checkpoint_sha256", "rows_digest")
     return ", ".join(f"{k} {old.get(k)} -> {new.get(k)}" for k in keys if old.get(k) != new.get(k))
 
 
@@ -80,7 +85,8 @@ def embed_manifest(model: ReidModel, manifest_path: str | os.PathLike, out_dir: 
     rows, dim = len(manifest), model.dim
     meta = {"manifest": str((manifest_dir(manifest_path) / MANIFEST_NAME).resolve()),
             "rows": rows, "dim": dim, "checkpoint": str(model.checkpoint_path.resolve()),
-            "checkpoint_sha256": file_sha256(model.checkpoint_path), "model": model.backbone_name}
+            "checkpoint_sha256": file_sha256(model.checkpoint_path), "model": model.backbone_name,
+            "rows_digest": manifest.digest()}
     final, partial, progress_path = out / EMBEDDINGS_NAME, out / PARTIAL_NAME, out / PROGRESS_NAME
     if restart:
         partial.unlink(missing_ok=True)
@@ -100,13 +106,19 @@ def embed_manifest(model: ReidModel, manifest_path: str | os.PathLike, out_dir: 
         if old == meta and final.exists():
             log(f"embed: {final} is up to date ({rows} rows)")
             return meta
-        if final.exists() and not restart:
+        grown = final.exists() and not restart and appendable(old, meta, manifest, final)
+        if final.exists() and not restart and not grown:
             raise PsearchError(f"{final}: holds embeddings of another run "
                                f"({describe_difference(old or {}, meta)}); "
                                f"pass --restart to replace it")
         array = np.lib.format.open_memmap(partial, mode="w+", dtype=np.float32, shape=(rows, dim))
         done = 0
-        write_json_atomic(progress_path, {"meta": meta, "done": 0})
+        if grown:  # the manifest grew: keep the rows already embedded
+            done = int(old["rows"])
+            array[:done] = np.load(final, mmap_mode="r")
+            array.flush()
+            log(f"embed: appending {rows - done} new rows to the {done} of {final}")
+        write_json_atomic(progress_path, {"meta": meta, "done": done})
     else:
         array = np.lib.format.open_memmap(partial, mode="r+")
         if array.shape != (rows, dim):
@@ -120,6 +132,24 @@ def embed_manifest(model: ReidModel, manifest_path: str | os.PathLike, out_dir: 
     del array
     os.replace(partial, final)
     return finish(final, out, meta, progress_path)
+
+
+def appendable(old: dict[str, Any] | None, meta: dict[str, Any], manifest: Manifest,
+               final: Path) -> bool:
+    """True when ``final`` holds the embeddings of the first rows of a grown ``manifest``: same
+    model and manifest file, fewer rows, and those rows unchanged (their digest)."""
+    if old is None or not old.get("rows_digest"):
+        return False
+    same = all(old.get(k) == meta[k] for k in meta if k not in ("rows", "rows_digest"))
+    n = old.get("rows")
+    if not (same and isinstance(n, int) and 0 < n < meta["rows"]):
+        return False
+    if manifest.digest(n) != old["rows_digest"]:
+        return False
+    try:
+        return np.load(final, mmap_mode="r").shape == (n, meta["dim"])
+    except (OSError, ValueError):
+        return False
 
 
 def finish(final: Path, out: Path, meta: dict[str, Any], progress_path: Path) -> dict[str, Any]:
@@ -145,8 +175,8 @@ def embed_rows(model: ReidModel, manifest: Manifest, array: np.ndarray, start: i
     spans = [(lo, min(lo + batch_size, len(array))) for lo in range(start, len(array), batch_size)]
     done, saved, last_save = start, start, time.monotonic()
     with ThreadPoolExecutor(max(1, workers)) as pool, \
-            tqdm(total=len(array), initial=start, desc="embed", unit="crop",
-                 disable=not progress) as bar:
+            progress_bar(total=len(array), initial=start, desc="embed", unit="crop",
+                         enabled=progress) as bar:
         pending: deque = deque()
         queued = iter(spans)
         for span in queued:

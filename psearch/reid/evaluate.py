@@ -12,11 +12,11 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Protocol
 
 import numpy as np
-from tqdm import tqdm
 
 from psearch.data.annotations import PersonSearchDataset
 from psearch.evaluation.results import SearchResults
 from psearch.media import read_image
+from psearch.progress import progress_bar
 from psearch.reid.model import crop_boxes
 
 IMAGES_PER_CHUNK = 32
@@ -35,7 +35,7 @@ def embed_boxes_of_images(embedder: Embedder, paths: list, boxes: list[np.ndarra
     ``IMAGES_PER_CHUNK`` images.
     """
     out: list[np.ndarray] = []
-    bar = tqdm(total=len(paths), desc=desc, unit="img", disable=not progress)
+    bar = progress_bar(total=len(paths), desc=desc, unit="img", enabled=progress)
     with ThreadPoolExecutor(4) as pool:
         for start in range(0, len(paths), IMAGES_PER_CHUNK):
             chunk = slice(start, start + IMAGES_PER_CHUNK)

@@ -39,6 +39,10 @@ def create_backbone(cfg: dict[str, Any], pretrained: bool | None = None) -> nn.M
     file = cfg.get("pretrained_file")
     use_pretrained = bool(cfg.get("pretrained") or file) if pretrained is None else pretrained
     kwargs = dict(cfg.get("timm_kwargs") or {})
+    if use_pretrained and not file:
+        from psearch.weights import timm_weights  # the cached file; fetched with --download
+
+        file = timm_weights(name)
     if use_pretrained and file:
         if not Path(file).is_file():
             raise PsearchError(f"{file}: pretrained weights file not found (model.pretrained_file)")

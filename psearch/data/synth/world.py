@@ -20,7 +20,6 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-from tqdm import tqdm
 
 from psearch.data.annotations import UNLABELED_PID, ImageRecord, PersonSearchDataset, QueryRecord
 from psearch.data.synth.people import (
@@ -42,6 +41,7 @@ from psearch.data.synth.scenes import (
 from psearch.data.writers import make_cuhk_protocols, write_cuhk, write_prw
 from psearch.errors import PsearchError
 from psearch.io import atomic_path, write_json_atomic
+from psearch.progress import progress_bar
 
 FORMATS = ("cuhk", "prw", "market")
 SUMMARY_FILE = "synth_summary.json"
@@ -514,15 +514,15 @@ IMAGES_PER_WORKER = 400
 def _render_all(
     jobs: list[_RenderJob], workers: int, progress: bool
 ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-    bar = dict(total=len(jobs), desc="rendering", unit="img", disable=not progress)
+    bar = dict(total=len(jobs), desc="rendering", unit="img", enabled=progress)
     workers = min(workers, len(jobs) // IMAGES_PER_WORKER)
     if workers <= 1:
-        yield from tqdm(map(render_image, jobs), **bar)
+        yield from progress_bar(map(render_image, jobs), **bar)
         return
     # forkserver, not fork: safe when the caller has torch/OpenMP threads running
     context = multiprocessing.get_context("forkserver")
     with ProcessPoolExecutor(workers, mp_context=context, initializer=_worker_init) as pool:
-        yield from tqdm(pool.map(render_image, jobs, chunksize=8), **bar)
+        yield from progress_bar(pool.map(render_image, jobs, chunksize=8), **bar)
 
 
 # --------------------------------------------------------------------------------------------

@@ -1,12 +1,19 @@
-"""Small generated inputs for the gallery tests: clustered vectors, a detect directory with real
-images, a tiny re-ID checkpoint and its embeddings directory."""
+"""Helpers shared by the tests (fixtures live in ``conftest.py``): running the CLI, clustered
+vectors, a detect directory with real images, a tiny re-ID checkpoint and its embeddings
+directory, a generated video, an interrupted embedding run.
+
+Test modules import them with ``from support import ...`` (pytest puts ``tests/`` on the path).
+"""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import NamedTuple
 
+import cv2
 import numpy as np
+import pytest
 
 from psearch.checkpoint import save_checkpoint
 from psearch.gallery.rows import Rows
@@ -63,15 +70,15 @@ def detect_dir(directory: Path, images: list[tuple[Path, np.ndarray]]) -> Path:
     return directory
 
 
-def tiny_checkpoint(path: Path) -> Path:
-    """An untrained tiny re-ID checkpoint (deterministic weights)."""
+def tiny_checkpoint(path: Path, dim: int = TINY_REID["dim"]) -> Path:
+    """An untrained tiny re-ID checkpoint (deterministic weights) embedding into ``dim``."""
     import torch
 
     from psearch.reid.model import build_reid_net
 
     torch.manual_seed(0)
-    net = build_reid_net(TINY_REID, pretrained=False).eval()
-    save_checkpoint(path, "reid", {"model": TINY_REID}, net.state_dict())
+    config = {"model": {**TINY_REID, "dim": dim}}
+    save_checkpoint(path, "reid", config, build_reid_net(config["model"]).state_dict())
     return path
 
 
@@ -90,3 +97,49 @@ def embeddings_dir(directory: Path, manifest: Path, checkpoint: Path,
         "checkpoint": str(checkpoint.resolve()), "checkpoint_sha256": file_sha256(checkpoint),
         "model": TINY_REID["backbone"]}))
     return directory
+
+
+class CliResult(NamedTuple):
+    """What one ``psearch`` invocation gave: exit code, standard output, standard error."""
+
+    code: int
+    out: str
+    err: str
+
+
+def run_cli(argv: list, capsys: pytest.CaptureFixture) -> CliResult:
+    """Run the console entry point in-process with ``argv`` (paths allowed)."""
+    from psearch.cli import main
+
+    try:
+        main([str(a) for a in argv])
+        code = 0
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else int(exc.code is not None)
+    captured = capsys.readouterr()
+    return CliResult(code, captured.out, captured.err)
+
+
+def write_video(path, n_frames: int = 7, fps: float = 10.0, size=(128, 96)) -> str:
+    """A small MJPG video of moving noise frames; returns its path."""
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), fps, size)
+    rng = np.random.default_rng(1)
+    for _ in range(n_frames):
+        writer.write(rng.integers(0, 255, (size[1], size[0], 3), np.uint8))
+    writer.release()
+    return str(path)
+
+
+def interrupt_after(monkeypatch: pytest.MonkeyPatch, batches: int) -> None:
+    """Make ReidModel.embed_batch raise KeyboardInterrupt on call ``batches + 1``."""
+    from psearch.reid import ReidModel
+
+    real, calls = ReidModel.embed_batch, []
+
+    def embed_batch(self, batch):
+        calls.append(len(batch))
+        if len(calls) > batches:
+            raise KeyboardInterrupt
+        return real(self, batch)
+
+    monkeypatch.setattr(ReidModel, "embed_batch", embed_batch)
