@@ -8,7 +8,8 @@ import json
 import numpy as np
 import pytest
 import torch
-from test_joint import TINY_MODEL, TINY_SETS, run
+from support import run_cli as run
+from test_joint import TINY_MODEL, TINY_SETS
 
 from psearch.checkpoint import load_checkpoint
 from psearch.data import load_dataset
