@@ -47,6 +47,9 @@ def test_pair_batches_share_a_labeled_person_and_follow_the_epoch() -> None:
             assert a != b and shared
     sampler.epoch = 3
     assert list(sampler) == batches  # resume: the same epoch gives the same pairs
+    long = PairBatchSampler(pids, pairs_per_batch=2, seed=0, images_per_epoch=len(pids) * 2)
+    batches = list(long)
+    assert len(batches) == len(long) == 3 and all(len(b) == 4 for b in batches)
     with pytest.raises(PsearchError, match="share a labeled person"):
         PairBatchSampler([np.array([1]), np.array([2, -1])])
 

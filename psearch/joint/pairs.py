@@ -32,23 +32,26 @@ def partners(pids: Sequence[np.ndarray]) -> list[np.ndarray]:
 class PairBatchSampler(Sampler[list[int]]):
     """Batches of ``pairs_per_batch`` image pairs (2 x that many indices, pair by pair).
 
-    An epoch visits the images that have a partner (``partners``) in a random order; each
-    visited image not yet used this epoch is paired with a random partner (preferring partners
-    not used yet), so an epoch holds about half as many pairs as there are such images. Images
-    without any partner never appear. ``epoch`` seeds the order (set it to resume exactly).
+    The images that have a partner (``partners``) are visited in a random order; each visited
+    image not yet used in this round is paired with a random partner (preferring partners not
+    used yet); rounds follow each other until the epoch holds ``images_per_epoch`` images
+    (default: as many as there are such images), so that an epoch of pairs costs what an epoch
+    of shuffled images does. Images without any partner never appear. ``epoch`` seeds the
+    order (set it to resume exactly).
     """
 
     def __init__(self, pids: Sequence[np.ndarray], pairs_per_batch: int = 1,
-                 seed: int = 0) -> None:
+                 seed: int = 0, images_per_epoch: int | None = None) -> None:
         self.partners = partners(pids)
         self.pairable = np.array([i for i, p in enumerate(self.partners) if len(p)], np.int64)
         if not len(self.pairable):
             raise PsearchError("pair sampling needs two train images that share a labeled "
                                "person; no identity is seen in two images")
         self.pairs_per_batch, self.seed, self.epoch = max(1, pairs_per_batch), seed, 0
+        self.images_per_epoch = images_per_epoch or len(self.pairable)
 
     def __len__(self) -> int:
-        return max(1, len(self.pairable) // (2 * self.pairs_per_batch))
+        return max(1, self.images_per_epoch // (2 * self.pairs_per_batch))
 
     def pairs(self, rng: np.random.Generator) -> list[tuple[int, int]]:
         """The epoch's pairs, in order."""
@@ -68,7 +71,7 @@ class PairBatchSampler(Sampler[list[int]]):
         rng = np.random.default_rng((self.seed, self.epoch))
         self.epoch += 1
         pairs = self.pairs(rng)
-        while len(pairs) < len(self) * self.pairs_per_batch:  # reused partners shorten it
+        while len(pairs) < len(self) * self.pairs_per_batch:  # the next round
             pairs += self.pairs(rng)
         for b in range(len(self)):
             chunk = pairs[b * self.pairs_per_batch:(b + 1) * self.pairs_per_batch]

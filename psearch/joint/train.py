@@ -4,7 +4,7 @@
 Every box of the train split is a person for the detector; labeled boxes are identities for the
 identity loss (class ``k`` = the k-th labeled pid, sorted; OIM: unlabeled ones enter its queue).
 I-Net and DC-I-Net train on pairs of images sharing a labeled person (``PairBatchSampler``,
-``train.batch_size / 2`` pairs per batch). SGD with
+``train.batch_size / 2`` pairs per batch, as many images per epoch as the train split). SGD with
 momentum, linear warm-up and step decay (``warmup_step_decay``), horizontal flips, gradient
 clipping. ``DIR/last.pt`` holds the model (with the OIM table and queue), optimizer, scheduler,
 config and a fingerprint of the training data, so ``resume=True`` continues where it stopped.
@@ -92,7 +92,7 @@ def train_joint(dataset: PersonSearchDataset, config: dict[str, Any], out_dir: s
     pairs = None
     if config["reid"]["model"] in PAIR_MODELS:  # I-Net, DC-I-Net: pairs sharing a person
         pairs = PairBatchSampler([r.pids for r in records], train["batch_size"] // 2,
-                                 train["seed"])
+                                 train["seed"], images_per_epoch=len(records))
         loader = DataLoader(train_set, batch_sampler=pairs, num_workers=train["workers"],
                             collate_fn=collate)
     else:
