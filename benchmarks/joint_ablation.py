@@ -34,13 +34,16 @@ from pathlib import Path
 from typing import Any
 
 RESULTS = Path(__file__).parent / "results"
-VARIANTS = {  # name: (reid.model, reid.loss)
-    "oim": ("oim", "oim"),
-    "olp": ("inet", "olp"),
-    "hep": ("inet", "hep"),
-    "olp+hep": ("inet", "olp+hep"),
-    "olp+c2hep": ("inet", "olp+c2hep"),
-    "dcinet": ("dcinet", "olp+c2hep"),
+VARIANTS = {  # name: (reid.model, reid.loss, other reid settings)
+    "oim": ("oim", "oim", {}),
+    "olp": ("inet", "olp", {}),
+    "hep": ("inet", "hep", {}),
+    "olp+hep": ("inet", "olp+hep", {}),
+    "olp+c2hep": ("inet", "olp+c2hep", {}),
+    "dcinet": ("dcinet", "olp+c2hep", {}),
+    # OLP's cosines in [-1, 1] make a flat softmax (the paper has no temperature): scale 10
+    "olp(x10)+c2hep": ("inet", "olp+c2hep", {"olp_scale": 10.0}),
+    "dcinet olp(x10)": ("dcinet", "olp+c2hep", {"olp_scale": 10.0}),
 }
 DEFAULT_VARIANTS = ["oim", "olp", "hep", "olp+hep", "olp+c2hep"]
 
@@ -51,10 +54,9 @@ def variant_config(name: str, epochs: int, lr: float, detector: Path) -> dict[st
     from the ``detector`` checkpoint."""
     from psearch.config import load_config
 
-    model, loss = VARIANTS[name]
+    model, loss, extra = VARIANTS[name]
     base = load_config("joint_oim_cpu")
-    reid = dict(load_config(f"joint_{model}_cpu")["reid"])
-    reid["loss"] = loss
+    reid = dict(load_config(f"joint_{model}_cpu")["reid"], loss=loss, **extra)
     train = dict(base["train"], epochs=epochs, lr=lr, warmup_iters=50,
                  lr_steps=[max(1, round(0.75 * epochs))])
     return {"model": dict(base["model"], weights=str(detector.resolve())), "reid": reid,
@@ -86,7 +88,7 @@ def run_variant(name: str, world: Path, work: Path, epochs: int, lr: float, log
     from psearch.data import load_dataset
     from psearch.joint.train import train_joint
 
-    out = work / name.replace("+", "_")
+    out = work / name.replace("+", "_").replace(" ", "_").replace("(", "").replace(")", "")
     metrics_file = out / "metrics.json"
     if not metrics_file.is_file():
         resume = (out / "last.pt").is_file()
@@ -155,8 +157,16 @@ def main() -> None:
         generate_world(world, "cuhk", seed=args.seed, preset=args.preset)
     detector = train_start_detector(world, args.work, args.detector_epochs, print)
     results: dict[str, Any] = {}
+    commands: list[str] = []
+    command = "python benchmarks/joint_ablation.py " + " ".join(
+        ["--epochs", str(args.epochs), "--lr", str(args.lr), "--detector-epochs",
+         str(args.detector_epochs), "--threads", str(args.threads), "--variants",
+         *(f"'{v}'" if " " in v or "(" in v else v for v in args.variants)])
     if args.out.is_file():  # keep the variants of an earlier run that this one does not redo
-        results = json.loads(args.out.read_text()).get("variants", {})
+        earlier = json.loads(args.out.read_text())
+        results = earlier.get("variants", {})
+        commands = earlier.get("commands", [earlier["command"]] if "command" in earlier else [])
+    commands = [c for c in commands if c != command] + [command]
     for name in args.variants:
         results[name] = run_variant(name, world, args.work, args.epochs, args.lr, print)
         payload = {
@@ -168,10 +178,7 @@ def main() -> None:
                                "size (4 images); CPU, a 2-core machine shared with other jobs"},
             "start_detector": {"epochs": args.detector_epochs, "metrics": detector},
             "machine": {"platform": platform.platform(), "torch": torch.__version__},
-            "command": "python benchmarks/joint_ablation.py " + " ".join(
-                ["--epochs", str(args.epochs), "--lr", str(args.lr), "--detector-epochs",
-                 str(args.detector_epochs), "--threads", str(args.threads), "--variants",
-                 *args.variants]),
+            "commands": commands,
             "variants": results}
         write_json_atomic(args.out, payload)
     protocols = list(next(iter(results.values()))["detected"]["search"])
