@@ -8,21 +8,23 @@ For each generated world (the same CUHK-SYSU- and PRW-format ``bench`` worlds, s
   ``psearch detect --embed`` (detections and embeddings of every test image in one pass),
   ``psearch index`` and ``psearch evaluate-gallery`` (the same figures read back from FAISS);
 
-then measures speed on the first SPEED_IMAGES test images: ``psearch detect --embed`` (files in,
-crops + manifest + embeddings out; its own timer) against the bare model forward on decoded
-images in the same process, and against the cascade's detect + embed rates recorded in
+then measures speed on the first SPEED_IMAGES test images: ``psearch detect --embed``'s runner
+(files in, crops + manifest + embeddings out) against the bare model forward on decoded images,
+interleaved in one process, and against the cascade's detect + embed rates recorded in
 ``results/cascade.json``. Writes ``results/joint_oim.json`` and prints a table next to the
 cascade's rows (a) and (b). Finished stages under --work are reused; an interrupted training
-resumes (``--resume``).
+resumes (``--resume``). ``--speed-only CHECKPOINT`` runs the speed measurement alone.
 
     python benchmarks/joint_oim.py                    # both worlds
     python benchmarks/joint_oim.py --formats cuhk
     python benchmarks/joint_oim.py --smoke --work /tmp/jb --worlds /tmp/jb --out /tmp/jb.json
+    python benchmarks/joint_oim.py --speed-only runs/bench_joint/cuhk/joint/last.pt
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 import time
@@ -78,33 +80,47 @@ def build_world(fmt: str, args: argparse.Namespace, env: dict[str, str], log) ->
     stage(stages, "evaluate gallery", ["evaluate-gallery", "--gallery", gallery, "--data", world,
                                         "--format", fmt, "--json", root / "gallery_eval.json"],
                    lambda: (root / "gallery_eval.json").is_file())
-    speed_dets = root / "speed_dets"
-    stage(stages, "detect --embed (speed)",
-                   ["detect", "--weights", run / "last.pt", *images[:SPEED_IMAGES], "--out",
-                    speed_dets, "--embed", "--batch-size", BATCH, "-q"],
-                   lambda: detect_finished(speed_dets))
-    return {"root": root, "run": run, "dataset": dataset, "stages": stages,
-            "speed_dets": speed_dets}
+    return {"root": root, "run": run, "dataset": dataset, "stages": stages}
 
 
-def bare_forward_seconds(checkpoint: Path, paths: list[str]) -> float:
-    """Seconds of the model's own forward (boxes, scores and embeddings) over decoded images,
-    batches of BATCH, after one warm-up batch."""
+def measure_speed(checkpoint: Path, paths: list[str], repeats: int = 3,
+                  score_thresh: float = 0.5, max_detections: int = 100) -> dict[str, float]:
+    """Seconds per image of (1) the bare model forward (boxes, scores and embeddings) on
+    decoded images and (2) ``psearch detect --embed``'s runner on the image files (decode,
+    forward, crops, manifest, embeddings), interleaved ``repeats`` times in this process (the
+    best of each), batches of BATCH."""
+    import tempfile
+
     import torch
 
+    from psearch.detector.detect import DetectSettings, run_detect
+    from psearch.detector.inputs import collect_sources
     from psearch.joint.infer import JointSearcher
     from psearch.media import read_image
 
-    searcher = JointSearcher.from_checkpoint(checkpoint, device="cpu")
+    searcher = JointSearcher.from_checkpoint(checkpoint, device="cpu", batch_size=BATCH)
     tensors = [torch.from_numpy(read_image(p)).permute(2, 0, 1).float().div_(255) for p in paths]
-    heads = searcher.model.roi_heads
-    heads.score_thresh = 0.5  # as psearch detect's default
-    with torch.inference_mode():
-        searcher.model.detect(tensors[:BATCH])
-        start = time.perf_counter()
-        for i in range(0, len(tensors), BATCH):
-            searcher.model.detect(tensors[i:i + BATCH])
-        return time.perf_counter() - start
+    sources = collect_sources(paths)
+    settings = DetectSettings(score_thresh=score_thresh, batch_size=BATCH, embed=True,
+                              max_detections=max_detections)
+    bare, one_pass, detections = [], [], 0
+    for _ in range(repeats):
+        heads = searcher.model.roi_heads
+        heads.score_thresh, heads.detections_per_img = score_thresh, max_detections
+        with torch.inference_mode():
+            searcher.model.detect(tensors[:BATCH])  # warm-up
+            start = time.perf_counter()
+            for i in range(0, len(tensors), BATCH):
+                searcher.model.detect(tensors[i:i + BATCH])
+            bare.append(time.perf_counter() - start)
+        with tempfile.TemporaryDirectory() as out:
+            summary = run_detect(searcher, sources, out, settings, progress=False)
+        one_pass.append(summary.seconds)
+        detections = summary.detections
+    return {"images": len(paths), "detections": detections,
+            "bare_forward_s_per_image": min(bare) / len(paths),
+            "one_pass_s_per_image": min(one_pass) / len(paths),
+            "overhead": min(one_pass) / min(bare)}
 
 
 def score_world(fmt: str, built: dict[str, Any], smoke: bool = False) -> dict[str, Any]:
@@ -113,12 +129,7 @@ def score_world(fmt: str, built: dict[str, Any], smoke: bool = False) -> dict[st
     root, run, dataset = built["root"], built["run"], built["dataset"]
     metrics = json_file(run / "metrics.json")
     gallery_eval = json_file(root / "gallery_eval.json")
-    summary = json_file(built["speed_dets"] / "detect.json")["summary"]
-    images = [str(r.path) for r in dataset.gallery[:SPEED_IMAGES]]
-    bare = bare_forward_seconds(run / "last.pt", images)
-    speed = {"images": len(images), "one_pass_s_per_image": summary["seconds"] / len(images),
-             "bare_forward_s_per_image": bare / len(images),
-             "overhead": summary["seconds"] / bare}
+    speed = measure_speed(run / "last.pt", [str(r.path) for r in dataset.gallery[:SPEED_IMAGES]])
     cascade = None if smoke else (json_file(RESULTS / "cascade.json") or {}).get(
         "worlds", {}).get(fmt)
     if cascade:
@@ -184,7 +195,30 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=RESULTS / "joint_oim.json")
     parser.add_argument("--smoke", action="store_true",
                         help="tiny worlds, one epoch: checks the plumbing, not the figures")
+    parser.add_argument("--speed-only", type=Path, metavar="CHECKPOINT",
+                        help="only the speed measurement of this joint checkpoint, on the first "
+                             "test images of the --formats world; prints JSON")
+    parser.add_argument("--images", type=int, default=SPEED_IMAGES,
+                        help="--speed-only: how many test images")
+    parser.add_argument("--repeats", type=int, default=3, help="--speed-only: best of N")
+    parser.add_argument("--max-detections", type=int, default=100,
+                        help="--speed-only: detections kept per image")
+    parser.add_argument("--score-thresh", type=float, default=0.5,
+                        help="--speed-only: detection threshold (a barely trained model needs a "
+                             "low one to output boxes)")
     args = parser.parse_args()
+    if args.speed_only:
+        from psearch.data import load_dataset
+
+        fmt = args.formats[0]
+        dataset = load_dataset(args.worlds / fmt / "world", fmt)
+        paths = [str(r.path) for r in dataset.gallery[:args.images]]
+        print(json.dumps({"checkpoint": str(args.speed_only), "world": fmt,
+                          "score_thresh": args.score_thresh, "machine": machine(),
+                          "max_detections": args.max_detections,
+                          **measure_speed(args.speed_only, paths, args.repeats,
+                                          args.score_thresh, args.max_detections)}, indent=1))
+        return
     if args.smoke and args.out == RESULTS / "joint_oim.json":
         parser.error("--smoke figures are not the benchmark's: give --out")
 

@@ -20,6 +20,7 @@ import click
 import numpy as np
 
 from psearch.config import load_config
+from psearch.errors import PsearchError
 from psearch.io import write_json_atomic
 
 WORLD_FORMAT = "cuhk"
@@ -37,7 +38,6 @@ def run_demo(out: str | Path, preset: str = "ci", seed: int = 0, device: str = "
     ``query_index``: which of the world's queries to search for; None picks the tallest one.
     The query's own image is left out of the shown matches, as the protocols do.
     """
-    from psearch.api import PersonSearch
     from psearch.data import load_dataset
     from psearch.data.synth import generate_world
     from psearch.detector import load_detector
@@ -47,6 +47,8 @@ def run_demo(out: str | Path, preset: str = "ci", seed: int = 0, device: str = "
     from psearch.evaluation import evaluate, format_report, write_report_json
     from psearch.gallery import index_embeddings
     from psearch.gallery.evaluate import gallery_results
+    from psearch.gallery.search import PersonSearch
+    from psearch.manifest import read_manifest
     from psearch.reid import ReidModel
     from psearch.reid.config import reid_config
     from psearch.reid.embed import embed_manifest
@@ -90,6 +92,10 @@ def run_demo(out: str | Path, preset: str = "ci", seed: int = 0, device: str = "
     detector = load_detector(det_dir / LAST_NAME, device=device)
     sources = collect_sources([r.path for r in dataset.gallery])
     stage("detect gallery images", run_detect, detector, sources, paths["detections"])
+    if len(read_manifest(paths["detections"])) == 0:
+        raise PsearchError(f"the detector ({det_dir / LAST_NAME}) found nobody in the gallery "
+                           "images at score 0.5: it needs more training (--detector-epochs; "
+                           f"it trained {detector_metrics['epochs']} epochs)")
     reid_model = ReidModel.from_checkpoint(reid_dir / LAST_NAME, device=device)
     stage("embed detections", embed_manifest, reid_model, paths["detections"],
           paths["embeddings"], restart=True, log=log)

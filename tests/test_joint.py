@@ -8,6 +8,7 @@ import json
 import numpy as np
 import pytest
 import torch
+from support import run_cli
 
 from psearch.checkpoint import load_checkpoint, save_checkpoint
 from psearch.cli import main
@@ -34,17 +35,6 @@ TINY_SETS = ["model.fpn_channels=32", "model.box_head_dim=64", "model.min_size=9
              "model.rpn.post_nms_top_n_train=100", "model.rpn.post_nms_top_n_test=50",
              "model.box.batch_size_per_image=32", "reid.queue_size=50", "train.epochs=1",
              "train.warmup_iters=2", "train.lr_steps=[]", "train.lr=0.01"]
-
-
-def run(argv: list[str], capsys) -> tuple[int, str, str]:
-    """Run the CLI; (exit code, stdout, stderr)."""
-    try:
-        main(argv)
-        code = 0
-    except SystemExit as exc:
-        code = exc.code
-    out = capsys.readouterr()
-    return code, out.out, out.err
 
 
 def tiny_model(num_ids: int) -> JointSearchModel:
@@ -138,18 +128,18 @@ def test_joint_checkpoint_detects_embeds_indexes_and_answers_queries(
     dets = tmp_path / "dets"
     detect = ["detect", "--weights", str(trained), *images, "--out", str(dets),
               "--score-thresh", "0", "--max-detections", "5", "--embed", "-q"]
-    code, _, err = run(detect, capsys)
+    code, _, err = run_cli(detect, capsys)
     assert code == 0, err
     meta = json.loads((dets / "embeddings.json").read_text())
     one_pass = np.load(dets / "embeddings.npy")
     assert meta["rows"] == len(one_pass) == 20 and meta["dim"] == 256
     assert np.allclose(np.linalg.norm(one_pass, axis=1), 1, atol=1e-4)
-    code, out, err = run(detect, capsys)  # a rerun skips the finished inputs, rows stay aligned
+    code, out, err = run_cli(detect, capsys)  # a rerun skips the finished inputs, rows stay aligned
     assert code == 0 and "4 already done" in out, err
     assert np.array_equal(np.load(dets / "embeddings.npy"), one_pass)
 
     emb = tmp_path / "emb"  # the same boxes embedded by RoI pooling on their frames
-    code, _, err = run(["embed", "--weights", str(trained), "--manifest", str(dets),
+    code, _, err = run_cli(["embed", "--weights", str(trained), "--manifest", str(dets),
                         "--out", str(emb), "--quiet"], capsys)
     assert code == 0, err
     on_frames = np.load(emb / "embeddings.npy")
@@ -157,7 +147,7 @@ def test_joint_checkpoint_detects_embeds_indexes_and_answers_queries(
     assert np.allclose(np.linalg.norm(on_frames, axis=1), 1, atol=1e-4)
 
     for name, source in (("one-pass", dets), ("on-frames", emb)):
-        code, _, err = run(["index", "--manifest", str(dets), "--embeddings", str(source),
+        code, _, err = run_cli(["index", "--manifest", str(dets), "--embeddings", str(source),
                             "--out", str(tmp_path / name)], capsys)
         assert code == 0, err
     # A gallery detection as the query box: embedded on its frame as `psearch embed` did, so
@@ -166,7 +156,7 @@ def test_joint_checkpoint_detects_embeds_indexes_and_answers_queries(
     row = int(np.argmax(manifest.scores))
     box = ",".join(f"{v:g}" for v in manifest.boxes[row])
     for name in ("one-pass", "on-frames"):
-        code, out, err = run(["query", "--gallery", str(tmp_path / name), "--image",
+        code, out, err = run_cli(["query", "--gallery", str(tmp_path / name), "--image",
                               str(manifest.sources[row]), "--box", box, "--top-k", "3",
                               "--json"], capsys)
         assert code == 0, err
@@ -193,7 +183,7 @@ def test_resume_refuses_a_reid_checkpoint_and_keeps_it(cuhk_world, tmp_path, cap
     out.mkdir()
     save_checkpoint(out / "last.pt", "reid", {}, {})
     before = (out / "last.pt").read_bytes()
-    code, _, err = run(["train-joint", "--data", str(cuhk_world), "--out", str(out),
+    code, _, err = run_cli(["train-joint", "--data", str(cuhk_world), "--out", str(out),
                         "--resume"], capsys)
     assert code == 1 and err.startswith("error:") and "'joint'" in err
     assert len(err.strip().splitlines()) == 1

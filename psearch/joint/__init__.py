@@ -6,21 +6,21 @@
 
 Layout: ``config`` (defaults, strict resolution), ``roi_heads`` (``PersonSearchRoIHeads``:
 torchvision's RoI heads + an embedding head and an identity loss), ``model``
-(``JointSearchModel``), ``train``, ``infer`` (``JointSearcher``), ``evaluate``, ``commands``.
+(``JointSearchModel``), ``train`` (through ``psearch.training.fit``), ``infer``
+(``JointSearcher``: the Detector and Embedder roles), ``evaluate``, ``embed`` (gallery
+embeddings: ``detect --embed``, ``embed`` on full frames), ``commands``. Names are imported
+lazily, so that the CLI starts without loading torch.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from psearch.lazy import lazy_getattr
 
-__all__ = ["JointSearchModel", "JointSearcher"]
-
-
-def __getattr__(name: str) -> Any:  # lazy: ``psearch.joint.commands`` must not import torch
-    if name == "JointSearcher":
-        from psearch.joint.infer import JointSearcher
-        return JointSearcher
-    if name == "JointSearchModel":
-        from psearch.joint.model import JointSearchModel
-        return JointSearchModel
-    raise AttributeError(name)
+_EXPORTS = {
+    "JointSearchModel": "psearch.joint.model",
+    "JointSearcher": "psearch.joint.infer",
+    "PersonSearchRoIHeads": "psearch.joint.roi_heads",
+    "train_joint": "psearch.joint.train",
+}
+__all__ = sorted(_EXPORTS)
+__getattr__ = lazy_getattr(__name__, _EXPORTS)

@@ -7,8 +7,8 @@
 >>> [feats] = model.embed_boxes([image], [boxes])           # [K, dim] unit norm
 
 Images are RGB float tensors [3, H, W] in [0, 1]; boxes (x1, y1, x2, y2) in their pixels.
-``forward`` is written here, not inherited from ``GeneralizedRCNN``, whose forward drops every
-output but boxes, labels and scores... and the losses of the RoI heads' extra terms are ours.
+``forward`` is written here rather than inherited from ``GeneralizedRCNN``, whose forward keeps
+only boxes, labels and scores of the detections (the embeddings would be lost).
 """
 
 from __future__ import annotations
