@@ -11,9 +11,11 @@ DEVICE_HELP = "cpu, cuda or cuda:N; default: cuda when available"
 
 @click.command("train-joint")
 @click.option("--model", "model_name", default="oim", show_default=True,
-              type=click.Choice(["oim", "qeeps"]),
-              help="Joint model: oim (Xiao et al. 2017), or qeeps (Munjal et al. 2019: "
-                   "fine-tunes an OIM checkpoint given with --init).")
+              type=click.Choice(["oim", "inet", "dcinet", "qeeps"]),
+              help="Joint model: oim (Xiao et al. 2017), inet (I-Net: image pairs, OLP + HEP "
+                   "on the proposals), dcinet (DC-I-Net: OLP + C2HEP on refined boxes with "
+                   "their own re-ID head), qeeps (Munjal et al. 2019: query-guided, fine-tunes "
+                   "an OIM checkpoint given with --init).")
 @click.option("--data", "data_root", required=True, type=click.Path(file_okay=False),
               help="Dataset root folder.")
 @click.option("--format", "fmt", default="auto", show_default=True,
@@ -21,8 +23,8 @@ DEVICE_HELP = "cpu, cuda or cuda:N; default: cuda when available"
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False),
               help="Run folder: last.pt, metrics.json.")
 @click.option("--config", "config_name", default=None,
-              help="Preset name (joint_oim_cpu, joint_oim_cuhk, joint_oim_prw) or a YAML "
-                   "file; default: joint_MODEL_cpu.")
+              help="Preset name (joint_MODEL_cpu, joint_MODEL_cuhk, joint_MODEL_prw) or a "
+                   "YAML file; default: joint_MODEL_cpu.")
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
               help="Override a config value, e.g. --set train.lr=0.01 (repeatable).")
 @click.option("--epochs", type=click.IntRange(min=1), default=None,
@@ -40,13 +42,18 @@ def train_joint_command(model_name: str, data_root: str, fmt: str, out_dir: str,
     """Train a joint person-search model: one network that detects and embeds people.
 
     OIM: a Faster R-CNN whose RoI head also outputs a 256-d identity feature trained with the
-    OIM loss. Writes DIR/last.pt each epoch and, at the end, search mAP/top-1 on its own
+    OIM loss. I-Net and DC-I-Net train on pairs of images that share a person, with the OLP
+    loss (a dictionary of past features) and HEP (I-Net) or C2HEP (DC-I-Net, re-ID on the
+    refined boxes). Writes DIR/last.pt each epoch and, at the end, search mAP/top-1 on its own
     detections and on ground-truth boxes, and detection AP/recall (DIR/metrics.json). The
-    checkpoint works with detect (--embed), embed, index and query.
+    checkpoint works with detect (--embed), embed, index and query. QEEPS fine-tunes an OIM
+    C4 model on (query box, gallery image) pairs (no evaluation at the end: it searches pair by
+    pair, see psearch query --weights / --rerank and benchmarks/qeeps_rerank.py).
 
     \b
     Example (CPU preset):
       psearch train-joint --model oim --data world/ --format cuhk --out runs/joint
+      psearch train-joint --model dcinet --data world/ --format cuhk --out runs/dcinet
     Paper grade (ResNet-50 C4, 900 px, GPU):
       psearch train-joint --model oim --data CUHK-SYSU/ --config joint_oim_cuhk \\
           --out runs/joint --device cuda

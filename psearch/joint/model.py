@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from psearch.detector.model import build_detector
+from psearch.joint.inet import PAIR_MODELS, pair_roi_heads_factory
 from psearch.joint.roi_heads import EmbeddingHead, PersonSearchRoIHeads
 from psearch.losses import build_loss
 
@@ -56,10 +57,13 @@ class JointSearchModel(nn.Module):
         """Build from a resolved joint config (``reid.num_ids`` set when ``with_loss``).
 
         ``with_loss=False`` leaves out the identity loss and its memory (the OIM table and
-        queue), which inference does not need.
+        queue; I-Net's dictionary, classifier or class centres), which inference does not need.
         """
-        det = build_detector(config["model"], load_weights=load_weights,
-                             roi_heads=_roi_heads_factory(config["reid"], with_loss))
+        if config["reid"]["model"] in PAIR_MODELS:  # I-Net, DC-I-Net: psearch.joint.inet
+            factory = pair_roi_heads_factory(config, with_loss)
+        else:
+            factory = _roi_heads_factory(config["reid"], with_loss)
+        det = build_detector(config["model"], load_weights=load_weights, roi_heads=factory)
         return cls(det.transform, det.backbone, det.rpn, det.roi_heads)
 
     @property

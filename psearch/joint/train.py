@@ -2,7 +2,9 @@
 (``psearch.training.fit``).
 
 Every box of the train split is a person for the detector; labeled boxes are identities for the
-OIM loss (class ``k`` = the k-th labeled pid, sorted), unlabeled ones enter its queue. SGD with
+identity loss (class ``k`` = the k-th labeled pid, sorted; OIM: unlabeled ones enter its queue).
+I-Net and DC-I-Net train on pairs of images sharing a labeled person (``PairBatchSampler``,
+``train.batch_size / 2`` pairs per batch, as many images per epoch as the train split). SGD with
 momentum, linear warm-up and step decay (``warmup_step_decay``), horizontal flips, gradient
 clipping. ``DIR/last.pt`` holds the model (with the OIM table and queue), optimizer, scheduler,
 config and a fingerprint of the training data, so ``resume=True`` continues where it stopped.
@@ -28,8 +30,10 @@ from psearch.errors import PsearchError
 from psearch.io import write_json_atomic
 from psearch.joint.config import CHECKPOINT_KIND, resolve_joint_config
 from psearch.joint.evaluate import evaluate_joint
+from psearch.joint.inet import PAIR_MODELS
 from psearch.joint.infer import JointSearcher
 from psearch.joint.model import JointSearchModel
+from psearch.joint.pairs import PairBatchSampler
 from psearch.training import LAST_NAME, fit, prepare_run, warmup_step_decay
 
 METRICS_NAME = "metrics.json"
@@ -84,14 +88,26 @@ def train_joint(dataset: PersonSearchDataset, config: dict[str, Any], out_dir: s
                                 lr=train["lr"], momentum=train["momentum"],
                                 weight_decay=train["weight_decay"])
     records = [r for r in dataset.train if len(r.boxes)]
-    loader = DataLoader(DetectionTrainSet(records, train["hflip"], table),
-                        batch_size=train["batch_size"], shuffle=True,
-                        num_workers=train["workers"], collate_fn=collate,
-                        drop_last=len(records) > train["batch_size"],
-                        generator=torch.Generator().manual_seed(train["seed"]))
+    train_set = DetectionTrainSet(records, train["hflip"], table)
+    pairs = None
+    if config["reid"]["model"] in PAIR_MODELS:  # I-Net, DC-I-Net: pairs sharing a person
+        pairs = PairBatchSampler([r.pids for r in records], train["batch_size"] // 2,
+                                 train["seed"], images_per_epoch=len(records))
+        loader = DataLoader(train_set, batch_sampler=pairs, num_workers=train["workers"],
+                            collate_fn=collate)
+    else:
+        loader = DataLoader(train_set, batch_size=train["batch_size"], shuffle=True,
+                            num_workers=train["workers"], collate_fn=collate,
+                            drop_last=len(records) > train["batch_size"],
+                            generator=torch.Generator().manual_seed(train["seed"]))
     if payload is not None:  # the data order of the remaining epochs, as an unbroken run
         torch.manual_seed(train["seed"] + payload["epoch"])
-        loader.generator.manual_seed(train["seed"] + payload["epoch"])
+        if pairs is None:
+            loader.generator.manual_seed(train["seed"] + payload["epoch"])
+
+    def on_epoch_start(epoch: int) -> None:
+        if pairs is not None:
+            pairs.epoch = epoch
 
     def step(batch: tuple[list, list]) -> dict[str, torch.Tensor]:
         images = [img.to(device, non_blocking=True).float().div_(255) for img in batch[0]]
@@ -120,6 +136,7 @@ def train_joint(dataset: PersonSearchDataset, config: dict[str, Any], out_dir: s
                   resume_payload=payload, extra_state=state,
                   evaluate=evaluate_now if periodic else None,
                   eval_every=int(train["eval_every"]), best_metric="detected_mAP",
+                  on_epoch_start=on_epoch_start,
                   checkpoint_every=train["checkpoint_every"], keep_epochs=train["keep_epochs"],
                   progress=progress, log=log)
     final = history[-1] if history else {}
