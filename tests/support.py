@@ -21,6 +21,18 @@ from psearch.io import file_sha256
 from psearch.manifest import ManifestWriter
 from psearch.media import write_image
 
+# A detector (and joint model) small enough to train a few iterations in seconds on one core:
+# its model section, and the same as train-joint --set overrides.
+TINY_MODEL = {"fpn_channels": 32, "box_head_dim": 64, "min_size": 96, "max_size": 160,
+              "returned_layers": [3, 5], "anchor_sizes": [[16, 32], [64, 96], [128, 192]],
+              "rpn": {"post_nms_top_n_train": 100, "post_nms_top_n_test": 50},
+              "box": {"batch_size_per_image": 32}}
+TINY_SETS = ["model.fpn_channels=32", "model.box_head_dim=64", "model.min_size=96",
+             "model.max_size=160", "model.returned_layers=[3, 5]",
+             "model.anchor_sizes=[[16, 32], [64, 96], [128, 192]]",
+             "model.rpn.post_nms_top_n_train=100", "model.rpn.post_nms_top_n_test=50",
+             "model.box.batch_size_per_image=32", "reid.queue_size=50", "train.epochs=1",
+             "train.warmup_iters=2", "train.lr_steps=[]", "train.lr=0.01"]
 TINY_REID = {"backbone": "test_resnet", "dim": 32, "input_size": [64, 32]}
 IMAGE_W, IMAGE_H = 160, 120
 

@@ -7,6 +7,7 @@ import json
 import numpy as np
 import pytest
 import torch
+from support import TINY_MODEL
 
 from psearch.checkpoint import load_checkpoint
 from psearch.data import load_dataset
@@ -17,11 +18,7 @@ from psearch.detector.targets import collate as _collate
 from psearch.detector.train import resolve_config, train_detector
 from psearch.errors import PsearchError
 
-# A detector small enough to train a few iterations in seconds on one core.
-TINY_MODEL = {"fpn_channels": 32, "box_head_dim": 64, "min_size": 96, "max_size": 160,
-              "returned_layers": [3, 5], "anchor_sizes": [[16, 32], [64, 96], [128, 192]],
-              "rpn": {"post_nms_top_n_train": 100, "post_nms_top_n_test": 50},
-              "box": {"batch_size_per_image": 32}}
+# A one-epoch training config around TINY_MODEL.
 TINY = {"model": TINY_MODEL,
         "train": {"epochs": 1, "batch_size": 4, "lr": 0.01, "warmup_iters": 2, "lr_steps": []}}
 

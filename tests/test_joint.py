@@ -8,7 +8,7 @@ import json
 import numpy as np
 import pytest
 import torch
-from support import run_cli
+from support import TINY_MODEL, TINY_SETS, run_cli
 
 from psearch.checkpoint import load_checkpoint, save_checkpoint
 from psearch.cli import main
@@ -23,18 +23,6 @@ from psearch.joint.model import JointSearchModel
 from psearch.joint.roi_heads import BACKGROUND_PID
 from psearch.joint.train import check_training_data
 from psearch.manifest import read_manifest
-
-# A joint model small enough to train a few iterations in seconds on one core.
-TINY_MODEL = {"fpn_channels": 32, "box_head_dim": 64, "min_size": 96, "max_size": 160,
-              "returned_layers": [3, 5], "anchor_sizes": [[16, 32], [64, 96], [128, 192]],
-              "rpn": {"post_nms_top_n_train": 100, "post_nms_top_n_test": 50},
-              "box": {"batch_size_per_image": 32}}
-TINY_SETS = ["model.fpn_channels=32", "model.box_head_dim=64", "model.min_size=96",
-             "model.max_size=160", "model.returned_layers=[3, 5]",
-             "model.anchor_sizes=[[16, 32], [64, 96], [128, 192]]",
-             "model.rpn.post_nms_top_n_train=100", "model.rpn.post_nms_top_n_test=50",
-             "model.box.batch_size_per_image=32", "reid.queue_size=50", "train.epochs=1",
-             "train.warmup_iters=2", "train.lr_steps=[]", "train.lr=0.01"]
 
 
 def tiny_model(num_ids: int) -> JointSearchModel:

@@ -8,8 +8,8 @@ import json
 import numpy as np
 import pytest
 import torch
+from support import TINY_MODEL, TINY_SETS
 from support import run_cli as run
-from test_joint import TINY_MODEL, TINY_SETS
 
 from psearch.checkpoint import load_checkpoint
 from psearch.data import load_dataset

@@ -8,10 +8,10 @@ import json
 import numpy as np
 import pytest
 import torch
+from support import run_cli
 from torchvision.models import resnet18
 
 from psearch.checkpoint import load_checkpoint, save_checkpoint
-from psearch.cli import main
 from psearch.data import load_dataset
 from psearch.detector.c4 import resnet_c4
 from psearch.errors import PsearchError
@@ -36,16 +36,6 @@ TINY_C4 = {"backbone": "resnet18_c4", "min_size": 96, "max_size": 160, "roi_size
            "anchor_sizes": [[16, 32, 64, 128]],
            "rpn": {"post_nms_top_n_train": 64, "post_nms_top_n_test": 32},
            "box": {"batch_size_per_image": 16, "detections_per_img": 20}}
-
-
-def run(argv: list[str], capsys) -> tuple[int, str, str]:
-    try:
-        main(argv)
-        code = 0
-    except SystemExit as exc:
-        code = exc.code
-    out = capsys.readouterr()
-    return code, out.out, out.err
 
 
 def test_qsse_gates_both_streams_from_both_streams() -> None:
@@ -190,7 +180,7 @@ def test_query_weights_searches_footage_pair_by_pair(qeeps_run, cuhk_world, caps
     dataset = load_dataset(cuhk_world)
     query = dataset.queries[0]
     box = ",".join(f"{v:g}" for v in query.box)
-    code, stdout, _ = run(["query", "--weights", str(out / "last.pt"), "--image",
+    code, stdout, _ = run_cli(["query", "--weights", str(out / "last.pt"), "--image",
                            str(dataset.image(query.image).path), "--box", box, "--in",
                            str(dataset.gallery[0].path), "--in", str(dataset.gallery[1].path),
                            "--top-k", "3", "--json"], capsys)
@@ -219,7 +209,7 @@ def test_query_guided_bad_input_is_one_line(qeeps_run, oim_checkpoint, cuhk_worl
         (["query", "--image", image, "--box", "1,1,30,60"], "give --gallery"),
     ]
     for argv, message in cases:
-        code, _, err = run(argv, capsys)
+        code, _, err = run_cli(argv, capsys)
         assert code == 1 and message in err and "Traceback" not in err, (argv, err)
         assert len(err.strip().splitlines()) == 1
 
