@@ -119,7 +119,8 @@ def main() -> None:
     rows["Gallery.matches (warm process)"] = stats(lookups)
 
     result = {"command": " ".join(["python", *sys.argv]), "gallery_rows": len(search.gallery),
-              "machine": {"cpu_count": os.cpu_count(), "platform": platform.platform()},
+              "machine": {"cpu_count": os.cpu_count(), "platform": platform.platform(),
+                          "load_average_1min": os.getloadavg()[0]},
               "rows": rows}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")
