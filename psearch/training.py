@@ -43,17 +43,46 @@ LrLambda = Callable[[int], float]
 """Multiplier of the base learning rates at a global iteration (``LambdaLR``'s function)."""
 
 
-def prepare_run(out_dir: str | os.PathLike, kind: str, resume: bool) -> dict[str, Any] | None:
+SGD_TRAIN_DEFAULTS: dict[str, Any] = {
+    "epochs": 10,
+    "batch_size": 4,
+    "lr": 0.02,
+    "momentum": 0.9,
+    "weight_decay": 1e-4,
+    "warmup_iters": 200,
+    "warmup_factor": 0.001,  # the first iteration's lr is lr * warmup_factor
+    "lr_steps": [8],  # epochs after which lr is multiplied by gamma
+    "gamma": 0.1,
+    "clip_grad_norm": 10.0,
+    "hflip": 0.5,
+    "workers": 0,
+    "seed": 0,
+    "checkpoint_every": 1,  # epochs between checkpoints (the last epoch always writes one)
+    "keep_epochs": False,  # also keep DIR/epoch_N.pt of every checkpoint
+}
+"""The ``train`` keys of the detection-style trainers (detector, joint models): SGD with
+momentum, warm-up and step decay (``sgd_optimizer``, ``step_decay_schedule``)."""
+
+
+def prepare_run(out_dir: str | os.PathLike, kind: str, resume: bool,
+                fingerprint: str | None = None, data: str = "this data"
+                ) -> dict[str, Any] | None:
     """Check the run folder before training: the checkpoint to resume (``resume=True``), or None.
 
     A fresh run refuses a folder that already holds a run (it would be overwritten), a resumed
-    one needs ``OUT/last.pt`` of the same ``kind``; both fail with a one-line ``PsearchError``.
+    one needs ``OUT/last.pt`` of the same ``kind`` and, given a ``fingerprint`` of the training
+    data, the same one (a resume on other data would silently mix runs); each failure is a
+    one-line ``PsearchError``.
     """
     last = Path(out_dir) / LAST_NAME
     if resume:
         if not last.is_file():
             raise PsearchError(f"{last}: nothing to resume (no checkpoint); drop --resume")
-        return load_checkpoint(last, kind=kind)
+        payload = load_checkpoint(last, kind=kind)
+        if fingerprint is not None and payload.get("data_fingerprint") != fingerprint:
+            raise PsearchError(f"{last}: was trained on other data than {data} (fingerprint "
+                               "differs); use another --out to start afresh")
+        return payload
     if last.is_file():
         raise PsearchError(f"{last}: a training run is already here; pass --resume to continue "
                            "it or choose another --out")
@@ -75,6 +104,19 @@ def warmup_step_decay(iters_per_epoch: int, warmup_iters: int, warmup_factor: fl
         return scale * gamma ** sum(epoch >= step for step in steps)
 
     return factor
+
+
+def sgd_optimizer(model: nn.Module, train: Mapping[str, Any]) -> torch.optim.SGD:
+    """SGD with ``train``'s lr, momentum and weight decay over the trainable parameters."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    return torch.optim.SGD(params, lr=train["lr"], momentum=train["momentum"],
+                           weight_decay=train["weight_decay"])
+
+
+def step_decay_schedule(train: Mapping[str, Any], iters_per_epoch: int) -> LrLambda:
+    """``warmup_step_decay`` with the warm-up and decay keys of a ``train`` section."""
+    return warmup_step_decay(iters_per_epoch, train["warmup_iters"], train["warmup_factor"],
+                             train["lr_steps"], train["gamma"])
 
 
 def warmup_cosine(total_iters: int, warmup_iters: int) -> LrLambda:

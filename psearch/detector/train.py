@@ -31,28 +31,19 @@ from psearch.errors import PsearchError
 from psearch.io import write_json_atomic
 from psearch.media import read_image
 from psearch.progress import progress_bar
-from psearch.training import LAST_NAME, fit, prepare_run, warmup_step_decay
+from psearch.training import (
+    LAST_NAME,
+    SGD_TRAIN_DEFAULTS,
+    fit,
+    prepare_run,
+    sgd_optimizer,
+    step_decay_schedule,
+)
 
 CHECKPOINT_KIND = "detector"
 METRICS_NAME = "metrics.json"
 
-DEFAULT_TRAIN_CONFIG: dict[str, Any] = {
-    "epochs": 10,
-    "batch_size": 4,
-    "lr": 0.02,
-    "momentum": 0.9,
-    "weight_decay": 1e-4,
-    "warmup_iters": 200,
-    "warmup_factor": 0.001,  # the first iteration's lr is lr * warmup_factor
-    "lr_steps": [8],  # epochs after which lr is multiplied by gamma
-    "gamma": 0.1,
-    "clip_grad_norm": 10.0,
-    "hflip": 0.5,
-    "workers": 0,
-    "seed": 0,
-    "checkpoint_every": 1,  # epochs between checkpoints (the last epoch always writes one)
-    "keep_epochs": False,  # also keep DIR/epoch_N.pt of every checkpoint
-}
+DEFAULT_TRAIN_CONFIG: dict[str, Any] = dict(SGD_TRAIN_DEFAULTS)
 
 
 def resolve_config(cfg: dict[str, Any]) -> dict[str, Any]:
@@ -96,11 +87,8 @@ def train_detector(dataset: PersonSearchDataset, config: dict[str, Any], out_dir
         raise PsearchError(f"{dataset.root}: the train split has no images")
     fingerprint = data_fingerprint(records)
 
-    payload = prepare_run(out_dir, CHECKPOINT_KIND, resume)
+    payload = prepare_run(out_dir, CHECKPOINT_KIND, resume, fingerprint, str(dataset.root))
     if payload is not None:
-        if payload.get("data_fingerprint") != fingerprint:
-            raise PsearchError(f"{last}: was trained on other data than {dataset.root} "
-                               f"(fingerprint differs); use another --out to start afresh")
         config = payload["config"]
     config = resolve_config(config)
     if epochs is not None:
@@ -109,9 +97,7 @@ def train_detector(dataset: PersonSearchDataset, config: dict[str, Any], out_dir
 
     torch.manual_seed(train["seed"])
     model = build_detector(config["model"], load_weights=payload is None).to(device)
-    params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.SGD(params, lr=train["lr"], momentum=train["momentum"],
-                                weight_decay=train["weight_decay"])
+    optimizer = sgd_optimizer(model, train)
     loader = DataLoader(DetectionTrainSet(records, train["hflip"]), batch_size=train["batch_size"],
                         shuffle=True, num_workers=train["workers"], collate_fn=_collate,
                         drop_last=len(records) > train["batch_size"],
@@ -130,9 +116,7 @@ def train_detector(dataset: PersonSearchDataset, config: dict[str, Any], out_dir
                       "train_images": len(records)}}
     history = fit(out_dir=out_dir, kind=CHECKPOINT_KIND, config=config, model=model,
                   optimizer=optimizer, loader=loader, step=step,
-                  lr_lambda=warmup_step_decay(len(loader), train["warmup_iters"],
-                                              train["warmup_factor"], train["lr_steps"],
-                                              train["gamma"]),
+                  lr_lambda=step_decay_schedule(train, len(loader)),
                   epochs=train["epochs"], clip_grad_norm=train["clip_grad_norm"],
                   resume_payload=payload, extra_state=state,
                   checkpoint_every=train["checkpoint_every"], keep_epochs=train["keep_epochs"],

@@ -13,6 +13,7 @@ from psearch.config import resolve_config
 from psearch.detector.model import resolve_model_config
 from psearch.errors import PsearchError
 from psearch.inet_losses import PAIR_LOSSES
+from psearch.training import SGD_TRAIN_DEFAULTS
 
 CHECKPOINT_KIND = "joint"
 MODELS = ("oim", "inet", "dcinet")
@@ -40,22 +41,12 @@ DEFAULT_REID_CONFIG: dict[str, Any] = {
 }
 
 DEFAULT_TRAIN_CONFIG: dict[str, Any] = {
-    "epochs": 10,
+    **SGD_TRAIN_DEFAULTS,
     "batch_size": 2,
     "lr": 0.01,
-    "momentum": 0.9,
     "weight_decay": 5e-4,
     "warmup_iters": 100,
-    "warmup_factor": 0.001,  # the first iteration's lr is lr * warmup_factor
-    "lr_steps": [8],  # epochs after which lr is multiplied by gamma
-    "gamma": 0.1,
-    "clip_grad_norm": 10.0,
-    "hflip": 0.5,
-    "workers": 0,
-    "seed": 0,
     "eval_every": 0,  # epochs between evaluations on the test split (0: at the end only)
-    "checkpoint_every": 1,  # epochs between checkpoints (the last epoch always writes one)
-    "keep_epochs": False,  # also keep DIR/epoch_N.pt of every checkpoint
 }
 
 

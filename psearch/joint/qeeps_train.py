@@ -38,7 +38,7 @@ from psearch.joint.model import JointSearchModel
 from psearch.joint.qeeps import DEFAULT_QEEPS_CONFIG, QEEPSModel
 from psearch.joint.train import check_training_data
 from psearch.media import read_image
-from psearch.training import LAST_NAME, fit, prepare_run, warmup_step_decay
+from psearch.training import LAST_NAME, fit, prepare_run, sgd_optimizer, step_decay_schedule
 
 CHECKPOINT_KIND = "qeeps"
 METRICS_NAME = "metrics.json"
@@ -209,11 +209,8 @@ def train_qeeps(dataset: PersonSearchDataset, config: dict[str, Any] | None,
     device = resolve_device(device)
     table = check_training_data(dataset)
     fingerprint = data_fingerprint(dataset.train)
-    payload = prepare_run(out_dir, CHECKPOINT_KIND, resume)
+    payload = prepare_run(out_dir, CHECKPOINT_KIND, resume, fingerprint, str(dataset.root))
     if payload is not None:
-        if payload.get("data_fingerprint") != fingerprint:
-            raise PsearchError(f"{out_dir / LAST_NAME}: was trained on other data than "
-                               f"{dataset.root} (fingerprint differs); use another --out")
         config = resolve_qeeps_config(payload["config"])
         config["reid"]["num_ids"] = len(table)
         model = build_qeeps(config)
@@ -231,9 +228,7 @@ def train_qeeps(dataset: PersonSearchDataset, config: dict[str, Any] | None,
     train = config["train"]
     torch.manual_seed(train["seed"])
     model = model.to(device)
-    optimizer = torch.optim.SGD([p for p in model.parameters() if p.requires_grad],
-                                lr=train["lr"], momentum=train["momentum"],
-                                weight_decay=train["weight_decay"])
+    optimizer = sgd_optimizer(model, train)
     records = [r for r in dataset.train if len(r.boxes)]
     pairs = PairSet(records, table, train)
     loader = DataLoader(pairs, batch_size=train["batch_size"], shuffle=False,
@@ -248,9 +243,7 @@ def train_qeeps(dataset: PersonSearchDataset, config: dict[str, Any] | None,
 
     history = fit(out_dir=out_dir, kind=CHECKPOINT_KIND, config=config, model=model,
                   optimizer=optimizer, loader=loader, step=step,
-                  lr_lambda=warmup_step_decay(len(loader), train["warmup_iters"],
-                                              train["warmup_factor"], train["lr_steps"],
-                                              train["gamma"]),
+                  lr_lambda=step_decay_schedule(train, len(loader)),
                   epochs=train["epochs"], clip_grad_norm=train["clip_grad_norm"],
                   resume_payload=payload, on_epoch_start=pairs.set_epoch,
                   extra_state={"data_fingerprint": fingerprint, "pid_values": table.tolist(),

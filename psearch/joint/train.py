@@ -34,7 +34,7 @@ from psearch.joint.inet import PAIR_MODELS
 from psearch.joint.infer import JointSearcher
 from psearch.joint.model import JointSearchModel
 from psearch.joint.pairs import PairBatchSampler
-from psearch.training import LAST_NAME, fit, prepare_run, warmup_step_decay
+from psearch.training import LAST_NAME, fit, prepare_run, sgd_optimizer, step_decay_schedule
 
 METRICS_NAME = "metrics.json"
 
@@ -70,11 +70,8 @@ def train_joint(dataset: PersonSearchDataset, config: dict[str, Any], out_dir: s
     device = resolve_device(device)
     table = check_training_data(dataset)
     fingerprint = data_fingerprint(dataset.train)
-    payload = prepare_run(out_dir, CHECKPOINT_KIND, resume)
+    payload = prepare_run(out_dir, CHECKPOINT_KIND, resume, fingerprint, str(dataset.root))
     if payload is not None:
-        if payload.get("data_fingerprint") != fingerprint:
-            raise PsearchError(f"{out_dir / LAST_NAME}: was trained on other data than "
-                               f"{dataset.root} (fingerprint differs); use another --out")
         config = payload["config"]
     config = resolve_joint_config(config)
     config["reid"]["num_ids"] = len(table)
@@ -84,9 +81,7 @@ def train_joint(dataset: PersonSearchDataset, config: dict[str, Any], out_dir: s
 
     torch.manual_seed(train["seed"])
     model = JointSearchModel.from_config(config, load_weights=payload is None).to(device)
-    optimizer = torch.optim.SGD([p for p in model.parameters() if p.requires_grad],
-                                lr=train["lr"], momentum=train["momentum"],
-                                weight_decay=train["weight_decay"])
+    optimizer = sgd_optimizer(model, train)
     records = [r for r in dataset.train if len(r.boxes)]
     train_set = DetectionTrainSet(records, train["hflip"], table)
     pairs = None
@@ -129,9 +124,7 @@ def train_joint(dataset: PersonSearchDataset, config: dict[str, Any], out_dir: s
     periodic = evaluate and bool(dataset.gallery) and bool(train["eval_every"])
     history = fit(out_dir=out_dir, kind=CHECKPOINT_KIND, config=config, model=model,
                   optimizer=optimizer, loader=loader, step=step,
-                  lr_lambda=warmup_step_decay(len(loader), train["warmup_iters"],
-                                              train["warmup_factor"], train["lr_steps"],
-                                              train["gamma"]),
+                  lr_lambda=step_decay_schedule(train, len(loader)),
                   epochs=train["epochs"], clip_grad_norm=train["clip_grad_norm"],
                   resume_payload=payload, extra_state=state,
                   evaluate=evaluate_now if periodic else None,
