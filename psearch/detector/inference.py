@@ -9,8 +9,10 @@ Boxes are float32 [K, 4] (x1, y1, x2, y2) in pixels of the given image, scores f
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -31,8 +33,32 @@ __all__ = ["Detections", "Detector", "HogDetector", "PersonDetector", "load_dete
 def _check_images(images: list[np.ndarray]) -> None:
     for i, img in enumerate(images):
         if img.dtype != np.uint8 or img.ndim != 3 or img.shape[2] != 3:
-            raise ValueError(f"image {i}: expected RGB uint8 [H, W, 3], got {img.dtype} "
-                             f"{tuple(img.shape)}")
+            raise PsearchError(f"image {i}: expected RGB uint8 [H, W, 3], got {img.dtype} "
+                               f"{tuple(img.shape)}")
+
+
+def image_tensors(images: list[np.ndarray], device: torch.device) -> list[torch.Tensor]:
+    """RGB uint8 images [H, W, 3] (checked) -> float tensors [3, H, W] in [0, 1] on ``device``,
+    the input torchvision's detection models take."""
+    _check_images(images)
+    return [torch.from_numpy(np.ascontiguousarray(img)).to(device).permute(2, 0, 1).float()
+            .div_(255) for img in images]
+
+
+@contextlib.contextmanager
+def detection_limits(heads: torch.nn.Module, score_thresh: float,
+                     max_detections: int | None) -> Iterator[None]:
+    """Within the block, ``heads`` (a ``RoIHeads``) keeps detections scoring at least
+    ``score_thresh`` and at most ``max_detections`` per image; its settings are restored after.
+    Thresholding inside the model keeps low scores out of its NMS as well."""
+    saved = heads.score_thresh, heads.detections_per_img
+    heads.score_thresh = score_thresh
+    if max_detections is not None:
+        heads.detections_per_img = max_detections
+    try:
+        yield
+    finally:
+        heads.score_thresh, heads.detections_per_img = saved
 
 
 def _empty() -> tuple[np.ndarray, np.ndarray]:
@@ -78,25 +104,14 @@ class PersonDetector:
     def detect(self, images: list[np.ndarray], score_thresh: float = 0.5,
                max_detections: int | None = None) -> Detections:
         """Detect people in RGB uint8 [H, W, 3] images; see the module docstring."""
-        _check_images(images)
-        heads = self.model.roi_heads
-        saved = heads.score_thresh, heads.detections_per_img
-        # Thresholding inside the model keeps low scores out of its NMS as well.
-        heads.score_thresh = score_thresh
-        if max_detections is not None:
-            heads.detections_per_img = max_detections
-        try:
-            results: Detections = []
+        results: Detections = []
+        with detection_limits(self.model.roi_heads, score_thresh, max_detections):
             for start in range(0, len(images), self.batch_size):
-                batch = [torch.from_numpy(np.ascontiguousarray(img)).to(self.device)
-                         .permute(2, 0, 1).float().div_(255)
-                         for img in images[start:start + self.batch_size]]
+                batch = image_tensors(images[start:start + self.batch_size], self.device)
                 for out in self.model(batch):
                     results.append((out["boxes"].float().cpu().numpy(),
                                     out["scores"].float().cpu().numpy()))
-            return results
-        finally:
-            heads.score_thresh, heads.detections_per_img = saved
+        return results
 
     def describe(self) -> dict[str, Any]:
         return {"backend": "faster_rcnn", "checkpoint": self.checkpoint,

@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from psearch.checkpoint import load_checkpoint
+from psearch.detector.inference import detection_limits, image_tensors
 from psearch.device import resolve_device
 from psearch.errors import PsearchError
 from psearch.joint.config import CHECKPOINT_KIND, resolve_joint_config
@@ -27,12 +28,6 @@ LOSS_PREFIX = "roi_heads.criterion."
 
 Detections = list[tuple[np.ndarray, np.ndarray, np.ndarray]]
 """Per image: boxes float32 [K, 4], scores float32 [K], embeddings float32 [K, D] (unit)."""
-
-
-def _check_image(image: np.ndarray, i: int = 0) -> None:
-    if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
-        raise PsearchError(f"image {i}: expected RGB uint8 [H, W, 3], got {image.dtype} "
-                           f"{tuple(image.shape)}")
 
 
 class JointSearcher:
@@ -76,32 +71,19 @@ class JointSearcher:
     def dim(self) -> int:
         return self.model.dim
 
-    def _tensors(self, images: list[np.ndarray]) -> list[torch.Tensor]:
-        for i, image in enumerate(images):
-            _check_image(image, i)
-        return [torch.from_numpy(np.ascontiguousarray(img)).to(self.device)
-                .permute(2, 0, 1).float().div_(255) for img in images]
-
     @torch.inference_mode()
     def detect_and_embed(self, images: list[np.ndarray], score_thresh: float = 0.5,
                          max_detections: int | None = None) -> Detections:
         """Detections of RGB uint8 [H, W, 3] images with their embeddings, one forward pass
         per batch; sorted by descending score."""
-        heads = self.model.roi_heads
-        saved = heads.score_thresh, heads.detections_per_img
-        heads.score_thresh = score_thresh
-        if max_detections is not None:
-            heads.detections_per_img = max_detections
-        try:
-            out: Detections = []
+        out: Detections = []
+        with detection_limits(self.model.roi_heads, score_thresh, max_detections):
             for start in range(0, len(images), self.batch_size):
-                batch = self._tensors(images[start:start + self.batch_size])
+                batch = image_tensors(images[start:start + self.batch_size], self.device)
                 out.extend((d["boxes"].float().cpu().numpy(), d["scores"].float().cpu().numpy(),
                             d["embeddings"].float().cpu().numpy())
                            for d in self.model.detect(batch))
-            return out
-        finally:
-            heads.score_thresh, heads.detections_per_img = saved
+        return out
 
     def detect(self, images: list[np.ndarray], score_thresh: float = 0.5,
                max_detections: int | None = None) -> list[tuple[np.ndarray, np.ndarray]]:
@@ -117,7 +99,7 @@ class JointSearcher:
         out: list[np.ndarray] = []
         for start in range(0, len(images), self.batch_size):
             chunk = slice(start, start + self.batch_size)
-            tensors = self._tensors(images[chunk])
+            tensors = image_tensors(images[chunk], self.device)
             box_tensors = [torch.as_tensor(np.asarray(b, np.float32).reshape(-1, 4),
                                            device=self.device) for b in boxes[chunk]]
             out.extend(f.float().cpu().numpy()

@@ -18,9 +18,10 @@ import torch
 
 from psearch.boxes import check_box
 from psearch.checkpoint import load_checkpoint
+from psearch.detector.inference import image_tensors
 from psearch.device import resolve_device
 from psearch.errors import PsearchError
-from psearch.joint.infer import LOSS_PREFIX, _check_image
+from psearch.joint.infer import LOSS_PREFIX
 from psearch.joint.qeeps_train import CHECKPOINT_KIND, build_qeeps, resolve_qeeps_config
 
 PairDetections = list[tuple[np.ndarray, np.ndarray, np.ndarray]]
@@ -53,22 +54,16 @@ class QEEPSSearcher:
                                f"({str(exc).strip().splitlines()[0]})") from None
         return cls(model, config, device, str(Path(path).resolve()), batch_size)
 
-    def _tensor(self, image: np.ndarray, i: int = 0) -> torch.Tensor:
-        _check_image(image, i)
-        return (torch.from_numpy(np.ascontiguousarray(image)).to(self.device)
-                .permute(2, 0, 1).float().div_(255))
-
     def search_pairs(self, query: np.ndarray, box: Any, galleries: list[np.ndarray]
                      ) -> PairDetections:
         """The query person (``box`` x1, y1, x2, y2 in RGB uint8 ``query``) in each gallery
         image: one pair per image, ``batch_size`` pairs per forward pass."""
         h, w = query.shape[:2]
         box = torch.tensor(check_box(box, w, h), dtype=torch.float32, device=self.device)
-        q = self._tensor(query)
+        [q] = image_tensors([query], self.device)
         out: PairDetections = []
         for start in range(0, len(galleries), self.batch_size):
-            chunk = [self._tensor(g, start + i)
-                     for i, g in enumerate(galleries[start:start + self.batch_size])]
+            chunk = image_tensors(galleries[start:start + self.batch_size], self.device)
             with torch.inference_mode():
                 found = self.model.search([q] * len(chunk), [box] * len(chunk), chunk)
             out.extend((d["boxes"].float().cpu().numpy(), d["scores"].float().cpu().numpy(),
