@@ -22,11 +22,9 @@ does; the choice depends on the config only, so a checkpoint rebuilds without th
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlparse
 
 import torch
 from torch import nn
@@ -112,11 +110,6 @@ def resolve_model_config(cfg: dict[str, Any] | None) -> dict[str, Any]:
         raise PsearchError(f"model.backbone {out['backbone']!r}: expected one of "
                            f"{', '.join(BACKBONES)}")
     return out
-
-
-def _hub_file(weights: Any) -> Path:
-    """Where torchvision's hub cache keeps the file of a weights enum entry."""
-    return Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(urlparse(weights.url).path)
 
 
 def _require_cached(weights: Any, what: str) -> Path:
