@@ -379,12 +379,32 @@ def main() -> None:
         return
     if args.smoke and args.out == RESULTS / "cascade.json":
         parser.error("--smoke figures are not the benchmark's: give --out")
+    if args.out.is_dir():
+        parser.error(f"--out {args.out} is a folder; give the results file (NAME.json)")
     if args.fresh and args.work.exists():
         shutil.rmtree(args.work)
 
+    env = {**os.environ, "PYTHONHASHSEED": "0"}
+
+    def one_world(fmt: str, log: Callable[[str], None]) -> dict[str, Any]:
+        built = build_world(fmt, args, env, log)
+        return {**evaluate_world(fmt, built, log), "seconds": built["stages"].seconds}
+
+    worlds, wall = run_worlds(args.formats, one_world)
+
+    command = "python benchmarks/cascade.py" + (" --smoke" if args.smoke else "")
+    result = {"command": command, "seed": args.seed, "smoke": args.smoke, "machine": machine(),
+              "detector_epochs": DETECTOR_EPOCHS, "reid_config_name": REID_CONFIG,
+              "wall_seconds": wall, "worlds": worlds}
+    write_outputs(result, args.out)
+
+
+def run_worlds(formats: list[str], one_world: Callable[[str, Callable[[str], None]], dict]
+               ) -> tuple[dict[str, dict], float]:
+    """``one_world(fmt, log)`` for each world, logging with elapsed seconds; a failed stage ends
+    the run with one line and nothing written. Returns the worlds' results and the wall time."""
     from psearch.errors import PsearchError
 
-    env = {**os.environ, "PYTHONHASHSEED": "0"}
     started = time.perf_counter()
 
     def log(message: str) -> None:
@@ -392,19 +412,12 @@ def main() -> None:
 
     worlds = {}
     try:
-        for fmt in args.formats:
+        for fmt in formats:
             log(f"{fmt} world")
-            built = build_world(fmt, args, env, log)
-            worlds[fmt] = evaluate_world(fmt, built, log)
-            worlds[fmt]["seconds"] = built["stages"].seconds
+            worlds[fmt] = one_world(fmt, log)
     except (StageFailed, PsearchError) as error:
         sys.exit(f"error: {error}; no results written")
-
-    command = "python benchmarks/cascade.py" + (" --smoke" if args.smoke else "")
-    result = {"command": command, "seed": args.seed, "smoke": args.smoke, "machine": machine(),
-              "detector_epochs": DETECTOR_EPOCHS, "reid_config_name": REID_CONFIG,
-              "wall_seconds": round(time.perf_counter() - started, 1), "worlds": worlds}
-    write_outputs(result, args.out)
+    return worlds, round(time.perf_counter() - started, 1)
 
 
 def write_outputs(result: dict[str, Any], out: Path, write_json: bool = True) -> None:

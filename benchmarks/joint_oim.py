@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).parent))
-from cascade import StageFailed, Stages, detect_finished, json_file, machine  # noqa: E402
+from cascade import Stages, detect_finished, json_file, machine, run_worlds  # noqa: E402
 
 RESULTS = Path(__file__).parent / "results"
 CONFIG = "joint_oim_cpu"
@@ -222,25 +222,14 @@ def main() -> None:
     if args.smoke and args.out == RESULTS / "joint_oim.json":
         parser.error("--smoke figures are not the benchmark's: give --out")
 
-    from psearch.errors import PsearchError
     from psearch.io import write_json_atomic
 
     env = {**os.environ, "PYTHONHASHSEED": "0"}
-    started = time.perf_counter()
-
-    def log(message: str) -> None:
-        print(f"[{time.perf_counter() - started:6.0f}s] {message}", flush=True)
-
-    worlds = {}
-    try:
-        for fmt in args.formats:
-            log(f"{fmt} world")
-            worlds[fmt] = score_world(fmt, build_world(fmt, args, env, log), args.smoke)
-    except (StageFailed, PsearchError) as error:
-        sys.exit(f"error: {error}; no results written")
+    worlds, wall = run_worlds(args.formats, lambda fmt, log: score_world(
+        fmt, build_world(fmt, args, env, log), args.smoke))
     result = {"command": "python benchmarks/joint_oim.py " + " ".join(sys.argv[1:]),
               "config": CONFIG, "machine": machine(),
-              "wall_seconds": round(time.perf_counter() - started, 1), "worlds": worlds}
+              "wall_seconds": wall, "worlds": worlds}
     table = markdown(result)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     write_json_atomic(args.out, result)

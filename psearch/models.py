@@ -84,11 +84,6 @@ def register(kind: str, role: str, target: str) -> None:
     _LOADERS[(kind, role)] = target
 
 
-def roles_of(kind: str) -> list[str]:
-    """The roles checkpoints of ``kind`` can play."""
-    return [role for (k, role) in _LOADERS if k == kind]
-
-
 def load_model(path: str | os.PathLike, role: str, device: Any = "auto", **options: Any) -> Any:
     """The model in checkpoint ``path`` ready for ``role``; a one-line error if it cannot."""
     from psearch.checkpoint import load_checkpoint
