@@ -71,10 +71,17 @@ class Stages:
         self.path = root / "stages.json"
         self.seconds: dict[str, float] = (json.loads(self.path.read_text())
                                           if self.path.is_file() else {})
+        self.ran: set[str] = set()
+        """Stages run (not reused) by this process."""
 
     def command(self, name: str, args: list[Any], done: Callable[[], bool]) -> float:
-        """Run ``psearch ARGS`` unless ``done()``; its output goes to ``root/logs/NAME.log``."""
-        if done() and name in self.seconds:
+        """Run ``psearch ARGS`` unless ``done()`` (a stage found done without a recorded time,
+        run by hand or by another script, is kept as is); its output goes to
+        ``root/logs/NAME.log``."""
+        if done():
+            if name not in self.seconds:
+                self.log(f"  {name}: done before this script ran (kept)")
+                return 0.0
             self.log(f"  {name}: reused ({self.seconds[name]:.0f} s when it ran)")
             return self.seconds[name]
         argv = [sys.executable, "-m", "psearch", *map(str, args)]
@@ -95,6 +102,7 @@ class Stages:
 
     def record(self, name: str, seconds: float) -> float:
         self.seconds[name] = round(seconds, 1)
+        self.ran.add(name)
         self.path.write_text(json.dumps(self.seconds, indent=1))
         self.log(f"  {name}: {seconds:.0f} s")
         return seconds
@@ -118,8 +126,9 @@ def reid_finished(out: Path, epochs: int) -> bool:
 
 
 def build_world(fmt: str, args: argparse.Namespace, env: dict[str, str],
-                log: Callable[[str], None]) -> dict[str, Any]:
-    """Every stage of one world; returns the trained models' paths, the world and timings."""
+                log: Callable[[str], None], with_hog: bool = True) -> dict[str, Any]:
+    """Every stage of one world (the HOG gallery unless not ``with_hog``); returns the trained
+    models' paths, the world and timings."""
     from psearch.config import load_config
     from psearch.data import load_dataset
 
@@ -150,7 +159,8 @@ def build_world(fmt: str, args: argparse.Namespace, env: dict[str, str],
     dataset = load_dataset(world, fmt)
     test_images = [r.path for r in dataset.gallery]
     galleries = {}
-    for name, weights in (("cascade", det / "last.pt"), ("hog", "hog")):
+    detectors = [("cascade", det / "last.pt")] + [("hog", "hog")] * with_hog
+    for name, weights in detectors:
         dets, emb, gallery = (root / f"{name}_{part}" for part in
                               ("detections", "embeddings", "gallery"))
         extra = ["--hog-upscale", HOG_UPSCALE] if weights == "hog" else []
@@ -176,9 +186,16 @@ def score(dataset: Any, results: Any) -> dict[str, Any]:
 
     report = evaluate(dataset, results, topk=CMC_RANKS)
     for metrics in report["search"].values():
-        cmc = [metrics.pop(f"top{k}") for k in CMC_RANKS]
-        metrics.update({f"top{k}": cmc[k - 1] for k in (1, 5, 10)}, cmc=cmc)
+        with_cmc(metrics)
     return report
+
+
+def with_cmc(metrics: dict[str, Any]) -> dict[str, Any]:
+    """Search metrics computed with ``topk=CMC_RANKS``: the top-k for k in CMC_RANKS moved into
+    one ``cmc`` list, top-1/5/10 kept (in place; returned)."""
+    cmc = [metrics.pop(f"top{k}") for k in CMC_RANKS]
+    metrics.update({f"top{k}": cmc[k - 1] for k in (1, 5, 10)}, cmc=cmc)
+    return metrics
 
 
 def evaluate_world(fmt: str, built: dict[str, Any], log: Callable[[str], None]) -> dict[str, Any]:
@@ -229,25 +246,42 @@ def evaluate_world(fmt: str, built: dict[str, Any], log: Callable[[str], None]) 
 
 
 def measure_speed(built: dict[str, Any], search: Any, dataset: Any) -> dict[str, Any]:
-    """Detection images/s (``psearch detect``'s own timer), embedding crops/s (the re-ID model
-    on decoded gallery crops, batches of 128) and query latency over every query of the world."""
+    """Detection images/s (``psearch detect``'s own timer), embedding crops/s and query latency
+    over every query of the world."""
+    summary = json_file(built["galleries"]["cascade"]["detections"] / "detect.json")["summary"]
+    hog_summary = json_file(built["galleries"]["hog"]["detections"] / "detect.json")["summary"]
+    return {
+        "detect_images_per_s": summary["pictures"] / summary["seconds"],
+        "hog_images_per_s": hog_summary["pictures"] / hog_summary["seconds"],
+        "embed_crops_per_s": embed_rate(search.embedder,
+                                        built["galleries"]["cascade"]["detections"]),
+        **query_latency(search, dataset.queries, dataset),
+        "gallery_rows": len(search.gallery),
+        "gallery_index": search.gallery.kind,
+    }
+
+
+def embed_rate(embedder: Any, detections: Path, crops_max: int = 1024) -> float:
+    """Crops/s of ``embedder`` on the decoded crops of a detect folder (batches of 128)."""
     from psearch.manifest import read_manifest
     from psearch.media import read_image
 
-    detect_json = json_file(built["galleries"]["cascade"]["detections"] / "detect.json")
-    summary = detect_json["summary"]
-    hog_summary = json_file(built["galleries"]["hog"]["detections"] / "detect.json")["summary"]
-    manifest = read_manifest(built["galleries"]["cascade"]["detections"])
-    crops = [read_image(manifest.crop_path(i)) for i in range(min(len(manifest), 1024))]
-    embedder = search.embedder
+    manifest = read_manifest(detections)
+    crops = [read_image(manifest.crop_path(i)) for i in range(min(len(manifest), crops_max))]
     embedder.embed_crops(crops[:128])  # warm-up
     start = time.perf_counter()
     for i in range(0, len(crops), 128):
         embedder.embed_crops(crops[i:i + 128])
-    embed_seconds = time.perf_counter() - start
+    return len(crops) / (time.perf_counter() - start)
+
+
+def query_latency(search: Any, queries: list[Any], dataset: Any) -> dict[str, float]:
+    """Per query: embed its box on its frame (decoding excluded), then search the gallery (top
+    10); median and p95 of the whole, median of the search alone, in ms."""
+    from psearch.media import read_image
 
     full, search_only = [], []
-    for query in dataset.queries:
+    for query in queries:
         image = read_image(dataset.image(query.image).path)
         start = time.perf_counter()
         [vector] = search.embed(image, [query.box])
@@ -256,16 +290,9 @@ def measure_speed(built: dict[str, Any], search: Any, dataset: Any) -> dict[str,
         end = time.perf_counter()
         full.append(end - start)
         search_only.append(end - middle)
-    return {
-        "detect_images_per_s": summary["pictures"] / summary["seconds"],
-        "hog_images_per_s": hog_summary["pictures"] / hog_summary["seconds"],
-        "embed_crops_per_s": len(crops) / embed_seconds,
-        "query_ms_median": 1000 * float(np.median(full)),
-        "query_ms_p95": 1000 * float(np.percentile(full, 95)),
-        "search_ms_median": 1000 * float(np.median(search_only)),
-        "gallery_rows": len(search.gallery),
-        "gallery_index": search.gallery.kind,
-    }
+    return {"query_ms_median": 1000 * float(np.median(full)),
+            "query_ms_p95": 1000 * float(np.percentile(full, 95)),
+            "search_ms_median": 1000 * float(np.median(search_only))}
 
 
 def world_facts(dataset: Any) -> dict[str, int]:

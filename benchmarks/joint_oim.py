@@ -41,46 +41,40 @@ SPEED_IMAGES = 128
 BATCH = 8
 
 
-def stage(stages: Stages, name: str, args: list[Any], done) -> None:
-    """``stages.command``, except that a stage found done without a recorded time (run by hand
-    before this script) is kept as is."""
-    if done() and name not in stages.seconds:
-        stages.log(f"  {name}: done before this script ran (kept)")
-        return
-    stages.command(name, args, done)
-
-
-def build_world(fmt: str, args: argparse.Namespace, env: dict[str, str], log) -> dict[str, Any]:
-    """Every stage of one world; the trained run, the gallery and the timings."""
+def build_world(fmt: str, args: argparse.Namespace, env: dict[str, str], log,
+                model: str = "oim", config: str = CONFIG) -> dict[str, Any]:
+    """Every stage of one world for ``train-joint --model MODEL --config CONFIG``; the trained
+    run, the gallery and the timings."""
     from psearch.data import load_dataset
 
     root, world = args.work / fmt, args.worlds / fmt / "world"
     root.mkdir(parents=True, exist_ok=True)
     stages = Stages(root, env, log)
     preset = "tiny" if args.smoke else "bench"
-    stage(stages, "generate world", ["synth", world, "--format", fmt, "--preset", preset,
-                                      "--seed", WORLD_SEED],
-                   lambda: (world / "synth_summary.json").is_file())
+    stages.command("generate world", ["synth", world, "--format", fmt, "--preset", preset,
+                                       "--seed", WORLD_SEED],
+                    lambda: (world / "synth_summary.json").is_file())
     run = root / "joint"
-    train = ["train-joint", "--model", "oim", "--data", world, "--format", fmt, "--out", run,
-             "--config", CONFIG, *(["--epochs", 1] if args.smoke else [])]
+    train = ["train-joint", "--model", model, "--data", world, "--format", fmt, "--out", run,
+             "--config", config, *(["--epochs", 1] if args.smoke else [])]
     if (run / "last.pt").is_file() and not (run / "metrics.json").is_file():
         train.append("--resume")  # an interrupted training continues
-    stage(stages, "train joint", train, lambda: (run / "metrics.json").is_file())
+    stages.command("train joint", train, lambda: (run / "metrics.json").is_file())
     dataset = load_dataset(world, fmt)
     images = [str(r.path) for r in dataset.gallery]
     dets, gallery = root / "dets", root / "gallery"
     # --smoke: a barely trained model scores below the usual 0.5; keep the gallery non-empty.
     thresh = ["--score-thresh", 0.01] if args.smoke else []
-    stage(stages, "detect --embed (gallery)", ["detect", "--weights", run / "last.pt", *images,
-                                                "--out", dets, "--embed", "-q", *thresh],
-                   lambda: detect_finished(dets) and (dets / "embeddings.json").is_file())
-    stage(stages, "index", ["index", "--manifest", dets, "--embeddings", dets, "--out", gallery],
-                   lambda: (gallery / "gallery.json").is_file())
-    stage(stages, "evaluate gallery", ["evaluate-gallery", "--gallery", gallery, "--data", world,
-                                        "--format", fmt, "--json", root / "gallery_eval.json"],
-                   lambda: (root / "gallery_eval.json").is_file())
-    return {"root": root, "run": run, "dataset": dataset, "stages": stages}
+    stages.command("detect --embed (gallery)", ["detect", "--weights", run / "last.pt", *images,
+                                                 "--out", dets, "--embed", "-q", *thresh],
+                    lambda: detect_finished(dets) and (dets / "embeddings.json").is_file())
+    stages.command("index", ["index", "--manifest", dets, "--embeddings", dets, "--out", gallery],
+                    lambda: (gallery / "gallery.json").is_file())
+    stages.command("evaluate gallery", ["evaluate-gallery", "--gallery", gallery, "--data", world,
+                                         "--format", fmt, "--json", root / "gallery_eval.json"],
+                    lambda: (root / "gallery_eval.json").is_file())
+    return {"root": root, "run": run, "dataset": dataset, "stages": stages, "dets": dets,
+            "gallery": gallery}
 
 
 def measure_speed(checkpoint: Path, paths: list[str], repeats: int = 3,

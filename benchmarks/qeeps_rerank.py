@@ -137,6 +137,22 @@ def qeeps_pairs(root: Path, dataset: Any, galleries: dict, log) -> tuple[dict, f
     return per_query, seconds / max(1, pairs), ran
 
 
+def indexed_per_query(dataset: Any, results: Any, galleries: dict, searched: dict) -> dict:
+    """A query-independent model's ``results`` in pair form over ``galleries``: {q: {image
+    name: (boxes, scores, cosines)}}, restricted to the images of ``searched[q]``."""
+    from psearch.evaluation import pairs_from_results
+
+    pairs = pairs_from_results(dataset, results, galleries)
+    out = {}
+    for q in galleries:
+        mine = pairs.query == q
+        out[q] = {name: (pairs.boxes[mine & (pairs.image == m)],
+                         pairs.scores[mine & (pairs.image == m)],
+                         pairs.sims[mine & (pairs.image == m)])
+                  for m, name in enumerate(pairs.image_names.tolist()) if name in searched[q]}
+    return out
+
+
 def reranked(oim: dict, qeeps: dict, top_n: int) -> dict:
     """Per query: the ``top_n`` pictures of the OIM ranking (best detection first) re-scored by
     QEEPS (match score + 2, above every cosine), the others keep OIM's cosine."""
@@ -190,7 +206,6 @@ def run_world(fmt: str, args: argparse.Namespace, log) -> dict[str, Any]:
         evaluate,
         evaluate_pairs,
         pair_galleries,
-        pairs_from_results,
         sample_queries,
     )
 
@@ -211,14 +226,7 @@ def run_world(fmt: str, args: argparse.Namespace, log) -> dict[str, Any]:
     log(f"{fmt}: QEEPS on {sum(len(g.images) for g in galleries.values())} pairs "
         f"({len(galleries)} queries)")
     qeeps, t_pair, ran = qeeps_pairs(root, dataset, galleries, log)
-    oim = pairs_from_results(dataset, results, galleries)
-    oim_per_query = {q: {name: (oim.boxes[(oim.query == q) & (oim.image == m)],
-                                oim.scores[(oim.query == q) & (oim.image == m)],
-                                oim.sims[(oim.query == q) & (oim.image == m)])
-                         for m, name in enumerate(oim.image_names.tolist())}
-                     for q in galleries}
-    oim_per_query = {q: {n: v for n, v in imgs.items() if n in qeeps[q]}
-                     for q, imgs in oim_per_query.items()}
+    oim_per_query = indexed_per_query(dataset, results, galleries, qeeps)
     rows: dict[str, Any] = {"(a) indexed gallery (OIM + FAISS)": oim_per_query}
     for n in RERANK_N:
         rows[f"(b) indexed, top {n} re-ranked by QEEPS"] = reranked(oim_per_query, qeeps, n)
