@@ -394,20 +394,11 @@ def main() -> None:
                         help="where worlds, models and galleries go (reused unless --fresh)")
     parser.add_argument("--formats", nargs="+", default=["cuhk", "prw"], choices=["cuhk", "prw"])
     parser.add_argument("--seed", type=int, default=WORLD_SEED, help="world seed")
-    parser.add_argument("--out", type=Path, default=RESULTS / "cascade.json")
     parser.add_argument("--fresh", action="store_true", help="delete --work first")
-    parser.add_argument("--smoke", action="store_true",
-                        help="tiny worlds and 1-2 epochs: checks the plumbing, not the figures")
-    parser.add_argument("--render", action="store_true",
-                        help="only redraw the table and plot of an existing --out JSON")
+    output_options(parser, RESULTS / "cascade.json")
     args = parser.parse_args()
-    if args.render:
-        write_outputs(json.loads(args.out.read_text()), args.out, write_json=False)
+    if rendered(parser, args, RESULTS / "cascade.json", write_outputs):
         return
-    if args.smoke and args.out == RESULTS / "cascade.json":
-        parser.error("--smoke figures are not the benchmark's: give --out")
-    if args.out.is_dir():
-        parser.error(f"--out {args.out} is a folder; give the results file (NAME.json)")
     if args.fresh and args.work.exists():
         shutil.rmtree(args.work)
 
@@ -424,6 +415,29 @@ def main() -> None:
               "detector_epochs": DETECTOR_EPOCHS, "reid_config_name": REID_CONFIG,
               "wall_seconds": wall, "worlds": worlds}
     write_outputs(result, args.out)
+
+
+def output_options(parser: argparse.ArgumentParser, default_out: Path) -> None:
+    """--out (the results JSON), --smoke and --render, as every world benchmark has them."""
+    parser.add_argument("--out", type=Path, default=default_out)
+    parser.add_argument("--smoke", action="store_true",
+                        help="tiny worlds and 1-2 epochs: checks the plumbing, not the figures")
+    parser.add_argument("--render", action="store_true",
+                        help="only redraw the table and plots of an existing --out JSON")
+
+
+def rendered(parser: argparse.ArgumentParser, args: argparse.Namespace, default_out: Path,
+             write: Callable[..., None]) -> bool:
+    """--render: redraw the outputs of --out with ``write(result, out, write_json=False)`` and
+    return True; otherwise refuse --smoke figures at ``default_out`` and a folder as --out."""
+    if args.render:
+        write(json.loads(args.out.read_text()), args.out, write_json=False)
+        return True
+    if args.smoke and args.out == default_out:
+        parser.error("--smoke figures are not the benchmark's: give --out")
+    if args.out.is_dir():
+        parser.error(f"--out {args.out} is a folder; give the results file (NAME.json)")
+    return False
 
 
 def run_worlds(formats: list[str], one_world: Callable[[str, Callable[[str], None]], dict]

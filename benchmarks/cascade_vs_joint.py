@@ -45,7 +45,6 @@ conclusion computed from the figures), _cmc.png and _cost.png.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shutil
 import sys
@@ -325,8 +324,14 @@ def run_model(name: str, fmt: str, args: argparse.Namespace, env: dict[str, str]
     path = args.work / fmt / "records" / f"{name}.json"
     record = cascade.json_file(path)
     if fmt not in args.formats or name not in args.selected:
-        return ({**record, "this_run": "not selected; figures of an earlier run"} if record
-                else {**head, "status": "not run yet"})
+        if not record:
+            return {**head, "status": "not run yet"}
+        paths = {k: Path(v) for k, v in record["checkpoints"].items()}
+        if not all(p.is_file() for p in paths.values()) or fingerprint(paths) != record[
+                "fingerprint"]:
+            return {**head, "status": "not run yet",
+                    "reason": "its checkpoints changed since it was scored: select it again"}
+        return {**record, "this_run": "not selected; figures of an earlier run"}
     log(f"{fmt}: {name} ({model.preset})")
     try:
         if model.kind == "qeeps":
@@ -503,12 +508,12 @@ def markdown(result: dict[str, Any]) -> str:
             if "ways" in c:
                 for way, per in c["ways"].items():
                     lines.append(f"| {m['label']}, {way} | {budget_text(m['budget'])} | "
-                                 f"{m['train_seconds'] / 60:.0f} | | | "
+                                 f"{m['train_seconds'] / 60:.1f} | | | "
                                  + " | ".join(fmt_seconds(per[str(n)]) for n in GALLERY_SIZES)
                                  + " |")
                 continue
             lines.append(f"| {m['label']} | {budget_text(m['budget'])} | "
-                         f"{m['train_seconds'] / 60:.0f} | {c['gallery_images_per_s']:.1f} | "
+                         f"{m['train_seconds'] / 60:.1f} | {c['gallery_images_per_s']:.1f} | "
                          f"{c['query_ms_median']:.1f} | "
                          + " | ".join(fmt_seconds(c["per_query"][str(n)]) for n in GALLERY_SIZES)
                          + " |")
@@ -560,12 +565,13 @@ def conclusion(result: dict[str, Any]) -> str:
         if "cascade" in done and joint:
             j, jv = leader(joint, "detected", top)
             c = figure(done["cascade"], "detected", top)
+            verdict = ("they tie" if round(100 * c, 1) == round(100 * jv, 1) else
+                       f"{'the cascade' if c > jv else 'the joint model'} wins by "
+                       f"{100 * abs(c - jv):.1f} points")
             text.append(f"Cascade {100 * c:.1f}% against the best joint model "
-                        f"({done[j]['label']}) {100 * jv:.1f}%: "
-                        f"{'the cascade' if c >= jv else 'the joint model'} wins by "
-                        f"{100 * abs(c - jv):.1f} points, having trained "
-                        f"{done['cascade']['train_seconds'] / 60:.0f} min against "
-                        f"{done[j]['train_seconds'] / 60:.0f}.")
+                        f"({done[j]['label']}) {100 * jv:.1f}%: {verdict}, with "
+                        f"{done['cascade']['train_seconds'] / 60:.1f} min of training against "
+                        f"{done[j]['train_seconds'] / 60:.1f}.")
         g, gv = leader(done, "ground_truth", top)
         d, dv = leader(done, "detection", top, "ap")
         text.append(f"On ground-truth boxes {done[g]['label']} re-identifies best "
@@ -585,7 +591,8 @@ def conclusion(result: dict[str, Any]) -> str:
             text.append(f"On QEEPS's subset {lead} leads ({100 * sub[lead]['mAP']:.1f}% mAP).")
         parts.append(" ".join(text))
     if result["partial"]:
-        parts.append("Partial: the models not run yet are left out of these comparisons.")
+        parts.append("Partial: the models not finished (listed at the top) are left out of "
+                     "these comparisons.")
     return " ".join(parts)
 
 
@@ -613,7 +620,8 @@ def plot(result: dict[str, Any], cmc_path: Path, cost_path: Path) -> None:
         row[0].set_title(f"{fmt.upper()}-format world, {top}, full protocol")
         row[1].set_title(f"{fmt.upper()}, QEEPS's subset (detected boxes)")
         for ax in row:
-            ax.set(xlabel="rank k", ylabel="top-k (%)", ylim=(0, 100), xlim=(1, ranks[-1]))
+            ax.set(xlabel="rank k", ylabel="top-k (%)", ylim=(0, 100), xlim=(1, ranks[-1]),
+                   xticks=[1, 5, 10, 15, 20])
             ax.grid(alpha=0.3)
             ax.legend(fontsize=6, loc="lower right")
     save_figure(fig, cmc_path)
@@ -677,7 +685,6 @@ def main() -> None:
     parser.add_argument("--oim-work", type=Path, default=None,
                         help="joint OIM runs (default runs/bench_joint, as "
                              "benchmarks/joint_oim.py; --smoke: WORK/oim)")
-    parser.add_argument("--out", type=Path, default=RESULTS / "cascade_vs_joint.json")
     parser.add_argument("--qeeps-queries", type=int, default=14,
                         help="queries of the subset (drawn with seed 0)")
     parser.add_argument("--qeeps-gallery", type=int, default=100,
@@ -685,18 +692,10 @@ def main() -> None:
     parser.add_argument("--latency-queries", type=int, default=50)
     parser.add_argument("--measure-max", type=int, default=10_000,
                         help="largest gallery (images) whose FAISS search is timed")
-    parser.add_argument("--smoke", action="store_true",
-                        help="tiny worlds, 1 epoch each: checks the plumbing, not the figures")
-    parser.add_argument("--render", action="store_true",
-                        help="only redraw the table and plots of an existing --out JSON")
+    cascade.output_options(parser, RESULTS / "cascade_vs_joint.json")
     args = parser.parse_args()
-    if args.render:
-        write_outputs(json.loads(args.out.read_text()), args.out, write_json=False)
+    if cascade.rendered(parser, args, RESULTS / "cascade_vs_joint.json", write_outputs):
         return
-    if args.smoke and args.out == RESULTS / "cascade_vs_joint.json":
-        parser.error("--smoke figures are not the benchmark's: give --out")
-    if args.out.is_dir():
-        parser.error(f"--out {args.out} is a folder; give the results file (NAME.json)")
     if args.smoke:
         for key, value in SMOKE.items():
             if key != "qeeps_pairs" and parser.get_default(key) == getattr(args, key):
