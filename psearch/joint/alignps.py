@@ -141,7 +141,9 @@ class AlignPSHead(FCOSHead):
     def forward(self, x: list[torch.Tensor]) -> dict[str, torch.Tensor]:
         return super().forward([self.project(f) for f in x])
 
-    def compute_loss(self, targets, head_outputs, anchors, matched_idxs):
+    def compute_loss(self, targets: list[dict[str, torch.Tensor]],
+                     head_outputs: dict[str, torch.Tensor], anchors: list[torch.Tensor],
+                     matched_idxs: list[torch.Tensor]) -> dict[str, torch.Tensor]:
         self.matched_idxs = matched_idxs
         return super().compute_loss(targets, head_outputs, anchors, matched_idxs)
 
