@@ -150,6 +150,22 @@ def test_train_joint_writes_an_alignps_joint_checkpoint(trained) -> None:
     assert payload["model"]["criterion.oim.lut"].shape == (len(payload["pid_values"]), 64)
 
 
+def test_resume_continues_with_the_toim_memory(trained, tmp_path) -> None:
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "last.pt").write_bytes(trained.read_bytes())
+    before = load_checkpoint(run / "last.pt")["model"]["criterion.oim.lut"]
+    data = load_checkpoint(trained)["data"]["root"]
+    main(["train-joint", "--model", "alignps", "--data", data, "--format", "cuhk", "--out",
+          str(run), "--resume", "--epochs", "2", "--no-eval"])
+    payload = load_checkpoint(run / "last.pt")
+    after = payload["model"]["criterion.oim.lut"]
+    assert payload["epoch"] == 2 and len(payload["history"]) == 2
+    written = before.norm(dim=1) > 0
+    assert written.any() and torch.allclose(after[written].norm(dim=1),
+                                            torch.ones(int(written.sum())), atol=1e-4)
+
+
 def test_alignps_checkpoint_detects_embeds_indexes_and_answers_queries(
         trained, cuhk_world, tmp_path, capsys) -> None:
     dataset = load_dataset(cuhk_world, "cuhk")
