@@ -99,8 +99,8 @@ def measure_speed(checkpoint: Path, paths: list[str], repeats: int = 3,
                               max_detections=max_detections)
     bare, one_pass, detections = [], [], 0
     for _ in range(repeats):
-        heads = searcher.model.roi_heads
-        heads.score_thresh, heads.detections_per_img = score_thresh, max_detections
+        limits = searcher.model.score_limits  # the module that filters detections
+        limits.score_thresh, limits.detections_per_img = score_thresh, max_detections
         with torch.inference_mode():
             searcher.model.detect(tensors[:BATCH])  # warm-up
             start = time.perf_counter()

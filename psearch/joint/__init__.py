@@ -6,7 +6,8 @@
 
 Layout: ``config`` (defaults, strict resolution), ``roi_heads`` (``PersonSearchRoIHeads``:
 torchvision's RoI heads + an embedding head and an identity loss), ``model``
-(``JointSearchModel``), ``train`` (through ``psearch.training.fit``), ``infer``
+(``JointSearchModel``; ``build_joint_model`` picks it or ``alignps.AlignPS``, the anchor-free
+model), ``train`` (through ``psearch.training.fit``), ``infer``
 (``JointSearcher``: the Detector and Embedder roles), ``evaluate``, ``embed`` (gallery
 embeddings: ``detect --embed``, ``embed`` on full frames), ``commands``. Names are imported
 lazily, so that the CLI starts without loading torch.
@@ -17,6 +18,8 @@ from __future__ import annotations
 from psearch.lazy import lazy_getattr
 
 _EXPORTS = {
+    "AlignPS": "psearch.joint.alignps",
+    "build_joint_model": "psearch.joint.model",
     "JointSearchModel": "psearch.joint.model",
     "JointSearcher": "psearch.joint.infer",
     "PersonSearchRoIHeads": "psearch.joint.roi_heads",

@@ -11,11 +11,12 @@ DEVICE_HELP = "cpu, cuda or cuda:N; default: cuda when available"
 
 @click.command("train-joint")
 @click.option("--model", "model_name", default="oim", show_default=True,
-              type=click.Choice(["oim", "inet", "dcinet", "qeeps"]),
+              type=click.Choice(["oim", "inet", "dcinet", "alignps", "qeeps"]),
               help="Joint model: oim (Xiao et al. 2017), inet (I-Net: image pairs, OLP + HEP "
                    "on the proposals), dcinet (DC-I-Net: OLP + C2HEP on refined boxes with "
-                   "their own re-ID head), qeeps (Munjal et al. 2019: query-guided, fine-tunes "
-                   "an OIM checkpoint given with --init).")
+                   "their own re-ID head), alignps (Yan et al. 2021: anchor-free FCOS on an "
+                   "aligned fused map, triplet-aided OIM), qeeps (Munjal et al. 2019: "
+                   "query-guided, fine-tunes an OIM checkpoint given with --init).")
 @click.option("--data", "data_root", required=True, type=click.Path(file_okay=False),
               help="Dataset root folder.")
 @click.option("--format", "fmt", default="auto", show_default=True,
@@ -44,7 +45,9 @@ def train_joint_command(model_name: str, data_root: str, fmt: str, out_dir: str,
     OIM: a Faster R-CNN whose RoI head also outputs a 256-d identity feature trained with the
     OIM loss. I-Net and DC-I-Net train on pairs of images that share a person, with the OLP
     loss (a dictionary of past features) and HEP (I-Net) or C2HEP (DC-I-Net, re-ID on the
-    refined boxes). Writes DIR/last.pt each epoch and, at the end, search mAP/top-1 on its own
+    refined boxes). AlignPS is anchor-free: FCOS on one map fused from the backbone's levels by
+    deformable convs, whose feature at each detected person's location is its embedding
+    (triplet-aided OIM). Writes DIR/last.pt each epoch and, at the end, search mAP/top-1 on its own
     detections and on ground-truth boxes, and detection AP/recall (DIR/metrics.json). The
     checkpoint works with detect (--embed), embed, index and query. QEEPS fine-tunes an OIM
     C4 model on (query box, gallery image) pairs (no evaluation at the end: it searches pair by
@@ -54,6 +57,7 @@ def train_joint_command(model_name: str, data_root: str, fmt: str, out_dir: str,
     Example (CPU preset):
       psearch train-joint --model oim --data world/ --format cuhk --out runs/joint
       psearch train-joint --model dcinet --data world/ --format cuhk --out runs/dcinet
+      psearch train-joint --model alignps --data world/ --format cuhk --out runs/alignps
     Paper grade (ResNet-50 C4, 900 px, GPU):
       psearch train-joint --model oim --data CUHK-SYSU/ --config joint_oim_cuhk \\
           --out runs/joint --device cuda

@@ -1,7 +1,8 @@
 """The joint models' config: defaults in one place, resolved strictly.
 
 Sections: ``model`` (the detector's, ``psearch.detector.model.DEFAULT_MODEL_CONFIG``: backbone,
-anchors, RPN and box settings), ``reid`` (embedding and identity loss) and ``train``.
+anchors, RPN and box settings), ``reid`` (embedding and identity loss), ``alignps`` (the
+anchor-free AlignPS model's own parts, ``psearch.joint.alignps``) and ``train``.
 ``reid.num_ids`` is filled from the training data when a run starts.
 """
 
@@ -16,19 +17,26 @@ from psearch.inet_losses import PAIR_LOSSES
 from psearch.training import SGD_TRAIN_DEFAULTS
 
 CHECKPOINT_KIND = "joint"
-MODELS = ("oim", "inet", "dcinet")
-DEFAULT_LOSS = {"oim": "oim", "inet": "olp+hep", "dcinet": "olp+c2hep"}
+MODELS = ("oim", "inet", "dcinet", "alignps")
+DEFAULT_LOSS = {"oim": "oim", "inet": "olp+hep", "dcinet": "olp+c2hep", "alignps": "toim"}
 OIM_LOSSES = ("oim", "softmax")
+ALIGNPS_LOSSES = ("toim", "oim")
+SECTIONS = ("model", "reid", "alignps", "train")
 
 DEFAULT_REID_CONFIG: dict[str, Any] = {
-    "model": "oim",  # the joint model: oim (Xiao et al. 2017), inet, dcinet (psearch.joint.inet)
-    "dim": 256,  # embedding size (L2-normalised)
+    "model": "oim",  # the joint model: oim (Xiao et al. 2017), inet, dcinet (psearch.joint.inet),
+    #                  alignps (psearch.joint.alignps)
+    "dim": 256,  # embedding size (L2-normalised); alignps: the width of its fused feature map
     "loss": None,  # oim: oim|softmax (psearch.losses); inet/dcinet: olp+hep|olp+c2hep|olp|hep|
-    #                c2hep (psearch.inet_losses); None: oim, olp+hep (inet), olp+c2hep (dcinet)
+    #                c2hep (psearch.inet_losses); alignps: toim|oim; None: oim, olp+hep (inet),
+    #                olp+c2hep (dcinet), toim (alignps)
     "num_ids": None,  # labeled training identities (from the data)
     "queue_size": 5000,  # OIM: circular queue of unlabeled people
     "scale": 30.0,  # OIM: cosine logits x scale (1 / temperature)
     "momentum": 0.5,  # OIM: lookup-table momentum; C2HEP: class-centre momentum phi
+    "focal_gamma": 0.0,  # OIM/TOIM: weight (1 - p_t) ** gamma on each term (0: plain OIM)
+    "triplet_margin": 0.3,  # TOIM: margin of the batch-hard triplet term
+    "triplet_weight": 1.0,  # TOIM: weight of loss_triplet
     "weight": 1.0,  # weight of loss_reid (OIM) or of loss_hep / loss_c2hep (beta)
     "olp_weight": 1.0,  # I-Net/DC-I-Net: weight of loss_olp (alpha)
     "olp_scale": 1.0,  # OLP: cosine x scale (the paper: none, i.e. 1)
@@ -38,6 +46,16 @@ DEFAULT_REID_CONFIG: dict[str, Any] = {
     "pool_size": 100,  # HEP / C2HEP pool: filled with random classes up to T
     "c2hep_scale": 10.0,  # C2HEP: lambda
     "roi_size": [14, 7],  # DC-I-Net: RoI Align of the refined boxes, [height, width]
+}
+
+DEFAULT_ALIGNPS_CONFIG: dict[str, Any] = {
+    "lateral_channels": 256,  # AFA: width of each level's lateral conv (concatenated: L x this)
+    "deformable": True,  # AFA: 3x3 deformable lateral and fusion convs (False: plain 3x3)
+    "subtract_mean": True,  # the fused map minus its per-image spatial mean (re-ID and head)
+    "head_channels": None,  # FCOS towers' width; None: reid.dim (else a 1x1 conv projects)
+    "head_convs": 4,  # convs (3x3 + GroupNorm(32) + ReLU) in each FCOS tower
+    "center_sampling_radius": 1.5,  # FCOS: positives within this x stride of a box centre
+    "topk_candidates": 1000,  # FCOS: best locations kept before NMS
 }
 
 DEFAULT_TRAIN_CONFIG: dict[str, Any] = {
@@ -54,21 +72,25 @@ def resolve_joint_config(cfg: dict[str, Any] | None) -> dict[str, Any]:
     """A full joint config ``{"model", "reid", "train"}`` with defaults filled in; unknown keys
     and an unknown model or loss are a ``PsearchError`` naming them."""
     cfg = dict(cfg or {})
-    unknown = sorted(set(cfg) - {"model", "reid", "train"})
+    unknown = sorted(set(cfg) - set(SECTIONS))
     if unknown:
-        raise PsearchError(f"{unknown[0]}: unknown config section (known: model, reid, train)")
+        raise PsearchError(f"{unknown[0]}: unknown config section (known: "
+                           f"{', '.join(SECTIONS)})")
     out = {"model": resolve_model_config(cfg.get("model")),
            "reid": resolve_config(DEFAULT_REID_CONFIG, cfg.get("reid"), "reid"),
+           "alignps": resolve_config(DEFAULT_ALIGNPS_CONFIG, cfg.get("alignps"), "alignps"),
            "train": resolve_config(DEFAULT_TRAIN_CONFIG, cfg.get("train"), "train")}
     reid = out["reid"]
     if reid["model"] not in MODELS:
         raise PsearchError(f"reid.model {reid['model']!r}: expected one of {', '.join(MODELS)}")
     reid["loss"] = reid["loss"] or DEFAULT_LOSS[reid["model"]]
-    losses = OIM_LOSSES if reid["model"] == "oim" else PAIR_LOSSES
+    losses = {"oim": OIM_LOSSES, "alignps": ALIGNPS_LOSSES}.get(reid["model"], PAIR_LOSSES)
     if reid["loss"] not in losses:
         raise PsearchError(f"reid.loss {reid['loss']!r}: reid.model {reid['model']} takes "
                            f"{', '.join(losses)}")
-    if reid["model"] != "oim" and (out["train"]["batch_size"] < 2
+    if reid["model"] == "alignps":
+        check_alignps_config(out)
+    if reid["model"] in ("inet", "dcinet") and (out["train"]["batch_size"] < 2
                                    or out["train"]["batch_size"] % 2):
         raise PsearchError(f"train.batch_size {out['train']['batch_size']}: reid.model "
                            f"{reid['model']} trains on image pairs, it must be even")
@@ -78,3 +100,20 @@ def resolve_joint_config(cfg: dict[str, Any] | None) -> dict[str, Any]:
         raise PsearchError(f"reid.roi_size {roi!r}: expected [height, width], two positive "
                            f"integers")
     return out
+
+
+def check_alignps_config(config: dict[str, Any]) -> None:
+    """``PsearchError`` for an AlignPS config its parts cannot be built from: a C4 backbone
+    (AFA fuses the levels of an FPN body), detector weights, or tower widths that GroupNorm(32)
+    cannot divide."""
+    if config["model"]["backbone"].endswith("_c4"):
+        raise PsearchError(f"model.backbone {config['model']['backbone']}: reid.model alignps "
+                           f"fuses the levels of a multi-level body; use an *_fpn backbone")
+    if config["model"]["weights"] not in (None, "imagenet"):
+        raise PsearchError(f"model.weights {config['model']['weights']!r}: reid.model alignps "
+                           f"starts from null or imagenet (there is no torchvision detector "
+                           f"with its parts to load)")
+    width = config["alignps"]["head_channels"] or config["reid"]["dim"]
+    if not isinstance(width, int) or width <= 0 or width % 32:
+        raise PsearchError(f"alignps.head_channels {width}: the FCOS towers' GroupNorm(32) needs "
+                           f"a positive multiple of 32 (set alignps.head_channels)")

@@ -21,17 +21,20 @@ from psearch.detector.inference import detection_limits, image_tensors
 from psearch.device import resolve_device
 from psearch.errors import PsearchError
 from psearch.joint.config import CHECKPOINT_KIND, resolve_joint_config
-from psearch.joint.model import JointSearchModel
+from psearch.joint.model import JointModel, build_joint_model
 
 LOSS_PREFIX = "roi_heads.criterion."
 """State-dict keys of the identity loss (OIM table and queue): training state only."""
+LOSS_PREFIXES = (LOSS_PREFIX, "criterion.")
+"""The same for every joint model (AlignPS keeps its loss at the top level)."""
 
 Detections = list[tuple[np.ndarray, np.ndarray, np.ndarray]]
 """Per image: boxes float32 [K, 4], scores float32 [K], embeddings float32 [K, D] (unit)."""
 
 
 class JointSearcher:
-    """Inference wrapper of a ``JointSearchModel`` (eval mode, no gradients, numpy in/out).
+    """Inference wrapper of a joint model (``JointModel``: ``JointSearchModel`` or ``AlignPS``;
+    eval mode, no gradients, numpy in/out).
 
     Plays both roles of ``psearch.models``: ``Detector`` and (frame-based) ``Embedder``.
     """
@@ -39,7 +42,7 @@ class JointSearcher:
     frame_based = True
     """Embeds boxes on their full frame (``psearch embed`` decodes frames, not crops)."""
 
-    def __init__(self, model: JointSearchModel, config: dict[str, Any],
+    def __init__(self, model: JointModel, config: dict[str, Any],
                  device: str | torch.device | None = "cpu", checkpoint: str | None = None,
                  batch_size: int = 8) -> None:
         self.device = resolve_device(device)
@@ -56,8 +59,8 @@ class JointSearcher:
         if payload is None or payload.get("kind") != CHECKPOINT_KIND:
             payload = load_checkpoint(path, kind=CHECKPOINT_KIND)
         config = resolve_joint_config(payload["config"])
-        model = JointSearchModel.from_config(config, load_weights=False, with_loss=False)
-        state = {k: v for k, v in payload["model"].items() if not k.startswith(LOSS_PREFIX)}
+        model = build_joint_model(config, load_weights=False, with_loss=False)
+        state = {k: v for k, v in payload["model"].items() if not k.startswith(LOSS_PREFIXES)}
         try:
             model.load_state_dict(state)
         except (RuntimeError, TypeError) as exc:
@@ -77,7 +80,7 @@ class JointSearcher:
         """Detections of RGB uint8 [H, W, 3] images with their embeddings, one forward pass
         per batch; sorted by descending score."""
         out: Detections = []
-        with detection_limits(self.model.roi_heads, score_thresh, max_detections):
+        with detection_limits(self.model.score_limits, score_thresh, max_detections):
             for start in range(0, len(images), self.batch_size):
                 batch = image_tensors(images[start:start + self.batch_size], self.device)
                 out.extend((d["boxes"].float().cpu().numpy(), d["scores"].float().cpu().numpy(),

@@ -13,7 +13,7 @@ only boxes, labels and scores of the detections (the embeddings would be lost).
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Protocol
 
 import torch
 from torch import nn
@@ -40,6 +40,32 @@ def _roi_heads_factory(reid: dict[str, Any], with_loss: bool):
             embedding_head=EmbeddingHead(head_width(kwargs["box_head"]), dim),
             criterion=criterion, reid_weight=float(reid["weight"]), **kwargs)
     return build
+
+
+class JointModel(Protocol):
+    """What inference, evaluation and training need of a joint model (``JointSearchModel``,
+    ``psearch.joint.alignps.AlignPS``): an ``nn.Module`` whose ``forward(images, targets)``
+    returns loss terms in training, plus the methods below."""
+
+    dim: int
+    score_limits: nn.Module
+    """The module whose ``score_thresh`` and ``detections_per_img`` filter detections."""
+
+    def detect(self, images: list[torch.Tensor]) -> list[dict[str, torch.Tensor]]: ...
+
+    def embed_boxes(self, images: list[torch.Tensor], boxes: list[torch.Tensor]
+                    ) -> list[torch.Tensor]: ...
+
+
+def build_joint_model(config: dict[str, Any], load_weights: bool = True,
+                      with_loss: bool = True) -> nn.Module:
+    """The joint model of a resolved config: ``AlignPS`` for ``reid.model: alignps``, else a
+    ``JointSearchModel`` (OIM, I-Net, DC-I-Net); see ``JointSearchModel.from_config``."""
+    if config["reid"]["model"] == "alignps":
+        from psearch.joint.alignps import AlignPS
+
+        return AlignPS.from_config(config, load_weights=load_weights, with_loss=with_loss)
+    return JointSearchModel.from_config(config, load_weights=load_weights, with_loss=with_loss)
 
 
 class JointSearchModel(nn.Module):
@@ -69,6 +95,11 @@ class JointSearchModel(nn.Module):
     @property
     def dim(self) -> int:
         return int(self.roi_heads.embedding_head.fc.out_features)
+
+    @property
+    def score_limits(self) -> nn.Module:
+        """The module whose ``score_thresh`` and ``detections_per_img`` filter detections."""
+        return self.roi_heads
 
     def _features(self, images: list[torch.Tensor], targets: list[dict] | None = None):
         original = [tuple(img.shape[-2:]) for img in images]

@@ -6,7 +6,8 @@ identity loss (class ``k`` = the k-th labeled pid, sorted; OIM: unlabeled ones e
 I-Net and DC-I-Net train on pairs of images sharing a labeled person (``PairBatchSampler``,
 ``train.batch_size / 2`` pairs per batch, as many images per epoch as the train split). SGD with
 momentum, linear warm-up and step decay (``warmup_step_decay``), horizontal flips, gradient
-clipping. ``DIR/last.pt`` holds the model (with the OIM table and queue), optimizer, scheduler,
+clipping. AlignPS (``reid.model: alignps``) trains like OIM, on single images.
+``DIR/last.pt`` holds the model (with the OIM table and queue), optimizer, scheduler,
 config and a fingerprint of the training data, so ``resume=True`` continues where it stopped.
 """
 
@@ -32,7 +33,7 @@ from psearch.joint.config import CHECKPOINT_KIND, resolve_joint_config
 from psearch.joint.evaluate import evaluate_joint
 from psearch.joint.inet import PAIR_MODELS
 from psearch.joint.infer import JointSearcher
-from psearch.joint.model import JointSearchModel
+from psearch.joint.model import build_joint_model
 from psearch.joint.pairs import PairBatchSampler
 from psearch.training import LAST_NAME, fit, prepare_run, sgd_optimizer, step_decay_schedule
 
@@ -80,7 +81,7 @@ def train_joint(dataset: PersonSearchDataset, config: dict[str, Any], out_dir: s
     train = config["train"]
 
     torch.manual_seed(train["seed"])
-    model = JointSearchModel.from_config(config, load_weights=payload is None).to(device)
+    model = build_joint_model(config, load_weights=payload is None).to(device)
     optimizer = sgd_optimizer(model, train)
     records = [r for r in dataset.train if len(r.boxes)]
     train_set = DetectionTrainSet(records, train["hflip"], table)
