@@ -155,3 +155,32 @@ def interrupt_after(monkeypatch: pytest.MonkeyPatch, batches: int) -> None:
         return real(self, batch)
 
     monkeypatch.setattr(ReidModel, "embed_batch", embed_batch)
+
+
+def first_train_batch(world: Path, fmt: str = "cuhk", indices: tuple[int, ...] = (0, 1)):
+    """(images float [0, 1], targets with pids, identity table) of the given train images."""
+    from psearch.data import load_dataset
+    from psearch.detector.targets import DetectionTrainSet, collate, identity_table
+
+    train = load_dataset(world, fmt).train
+    table = identity_table(train)
+    images, targets = collate([DetectionTrainSet(train, 0.0, table)[i] for i in indices])
+    return [img.float() / 255 for img in images], targets, table
+
+
+def sgd_steps(model, images: list, targets: list, steps: int, lr: float) -> list[dict]:
+    """``steps`` SGD steps (momentum 0.9, gradients clipped at 10 as train-joint does) of a joint
+    model on one batch; per step the loss terms it returned (tensors)."""
+    import torch
+
+    optimizer = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9)
+    history = []
+    for _ in range(steps):
+        losses = model(images, targets)
+        loss = sum(losses.values())
+        optimizer.zero_grad()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 10.0)
+        optimizer.step()
+        history.append(losses)
+    return history

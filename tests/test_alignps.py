@@ -9,12 +9,11 @@ import re
 import numpy as np
 import pytest
 import torch
-from support import detect_dir, run_cli
+from support import detect_dir, first_train_batch, run_cli, sgd_steps
 
 from psearch.checkpoint import load_checkpoint
 from psearch.cli import main
 from psearch.data import load_dataset
-from psearch.detector.targets import DetectionTrainSet, collate, identity_table
 from psearch.errors import PsearchError
 from psearch.evaluation import evaluate
 from psearch.joint.alignps import AlignPS
@@ -113,21 +112,10 @@ def test_toim_matches_a_transliteration_of_its_formula() -> None:
 
 def test_losses_fall_on_the_tiny_world(cuhk_world) -> None:
     torch.manual_seed(0)
-    train = load_dataset(cuhk_world, "cuhk").train
-    table = identity_table(train)
-    images, targets = collate([DetectionTrainSet(train, 0.0, table)[i] for i in range(2)])
-    images = [img.float() / 255 for img in images]
+    images, targets, table = first_train_batch(cuhk_world)
     model = tiny_model(len(table)).train()
-    optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
-    totals = []
-    for _ in range(8):
-        losses = model(images, targets)
-        loss = sum(losses.values())
-        optimizer.zero_grad()
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 10.0)
-        optimizer.step()
-        totals.append(loss.item())
+    history = sgd_steps(model, images, targets, steps=8, lr=0.01)
+    losses, totals = history[-1], [sum(h.values()).item() for h in history]
     assert set(losses) == {"loss_classifier", "loss_box_giou", "loss_centerness", "loss_oim",
                            "loss_triplet"}
     assert min(totals[-2:]) < 0.85 * totals[0]

@@ -8,7 +8,7 @@ import json
 import numpy as np
 import pytest
 import torch
-from support import TINY_MODEL, TINY_SETS
+from support import TINY_MODEL, TINY_SETS, sgd_steps
 from support import run_cli as run
 
 from psearch.checkpoint import load_checkpoint
@@ -72,16 +72,8 @@ def test_pair_models_train_with_their_terms_and_fill_their_memories(pair_batch, 
     net = tiny(model, num_ids).train()
     heads = net.roi_heads
     assert type(heads) is (INetRoIHeads if model == "inet" else DCINetRoIHeads)
-    optimizer = torch.optim.SGD(net.parameters(), lr=0.01, momentum=0.9)
-    totals = []
-    for _ in range(6):
-        losses = net(images, targets)
-        loss = sum(losses.values())
-        optimizer.zero_grad()
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(net.parameters(), 10.0)
-        optimizer.step()
-        totals.append(losses["loss_classifier"].item())
+    history = sgd_steps(net, images, targets, steps=6, lr=0.01)
+    losses, totals = history[-1], [h["loss_classifier"].item() for h in history]
     assert terms <= set(losses) and "loss_reid" not in losses
     assert {"loss_classifier", "loss_box_reg", "loss_objectness"} <= set(losses)
     assert min(totals[-2:]) < totals[0]  # (the re-ID terms grow as the dictionary fills)
