@@ -164,6 +164,13 @@ def conclusion(result: dict[str, Any]) -> str:
             continue
         text = [f"{fmt.upper()} ({top}):"]
         name, v = leader(done, "detected", top)
+        if len(done) == 1:  # nothing to compare yet: the model's own figures
+            label, gt = done[name]["label"], figure(done[name], "ground_truth", top)
+            ap = figure(done[name], "detection", top, "ap")
+            parts.append(" ".join(text) + f" only {label} has finished: {100 * v:.1f}% mAP on "
+                         f"detected boxes, {100 * gt:.1f}% on ground-truth boxes, "
+                         f"{100 * ap:.1f}% detection AP.")
+            continue
         others = {n: m for n, m in done.items() if n != name}
         runner = ""
         if others:
