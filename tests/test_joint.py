@@ -21,13 +21,24 @@ from psearch.joint.infer import JointSearcher
 from psearch.joint.model import JointSearchModel
 from psearch.joint.roi_heads import BACKGROUND_PID
 from psearch.joint.train import check_training_data
+from psearch.losses import TOIMLoss
 from psearch.manifest import read_manifest
 
 
-def tiny_model(num_ids: int) -> JointSearchModel:
+def tiny_model(num_ids: int, **reid) -> JointSearchModel:
     config = resolve_joint_config({"model": TINY_MODEL,
-                                   "reid": {"num_ids": num_ids, "queue_size": 50}})
+                                   "reid": {"num_ids": num_ids, "queue_size": 50, **reid}})
     return JointSearchModel.from_config(config)
+
+
+def test_the_oim_model_takes_the_triplet_aided_loss(cuhk_world) -> None:
+    torch.manual_seed(0)
+    images, targets, table = first_train_batch(cuhk_world)
+    model = tiny_model(len(table), loss="toim", scale=10.0, focal_gamma=2.0).train()
+    assert isinstance(model.roi_heads.criterion, TOIMLoss)
+    losses = sgd_steps(model, images, targets, steps=1, lr=0.01)[-1]
+    assert torch.isfinite(losses["loss_reid"]) and losses["loss_reid"].item() > 0
+    assert model.roi_heads.criterion.oim.queue_ptr.item() > 0
 
 
 def test_sampled_rois_carry_the_person_id_of_their_ground_truth_box() -> None:

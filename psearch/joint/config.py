@@ -19,7 +19,7 @@ from psearch.training import SGD_TRAIN_DEFAULTS
 CHECKPOINT_KIND = "joint"
 MODELS = ("oim", "inet", "dcinet", "alignps")
 DEFAULT_LOSS = {"oim": "oim", "inet": "olp+hep", "dcinet": "olp+c2hep", "alignps": "toim"}
-OIM_LOSSES = ("oim", "softmax")
+OIM_LOSSES = ("oim", "softmax", "toim")
 ALIGNPS_LOSSES = ("toim", "oim")
 SECTIONS = ("model", "reid", "alignps", "train")
 
@@ -27,7 +27,7 @@ DEFAULT_REID_CONFIG: dict[str, Any] = {
     "model": "oim",  # the joint model: oim (Xiao et al. 2017), inet, dcinet (psearch.joint.inet),
     #                  alignps (psearch.joint.alignps)
     "dim": 256,  # embedding size (L2-normalised); alignps: the width of its fused feature map
-    "loss": None,  # oim: oim|softmax (psearch.losses); inet/dcinet: olp+hep|olp+c2hep|olp|hep|
+    "loss": None,  # oim: oim|softmax|toim (psearch.losses); inet/dcinet: olp+hep|olp+c2hep|olp|hep|
     #                c2hep (psearch.inet_losses); alignps: toim|oim; None: oim, olp+hep (inet),
     #                olp+c2hep (dcinet), toim (alignps)
     "num_ids": None,  # labeled training identities (from the data)
