@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import sys
 
 import torch
 import torch.nn.functional as F
@@ -25,6 +26,7 @@ from torch.utils.data import DataLoader
 from psearch.checkpoint import load_checkpoint
 from psearch.data import load_dataset
 from psearch.detector.targets import DetectionTrainSet, collate, identity_table
+from psearch.errors import PsearchError
 from psearch.joint.config import resolve_joint_config
 from psearch.joint.model import JointSearchModel
 
@@ -46,6 +48,9 @@ def main() -> None:
 
     payload = load_checkpoint(args.checkpoint, kind="joint")
     config = resolve_joint_config(payload["config"])
+    if config["reid"]["model"] != "oim" or config["reid"]["loss"] != "oim":
+        raise PsearchError(f"{args.checkpoint}: a joint OIM checkpoint is needed (this one is "
+                           f"{config['reid']['model']} with loss {config['reid']['loss']})")
     config["reid"]["num_ids"] = payload["config"]["reid"]["num_ids"]
     model = JointSearchModel.from_config(config, load_weights=False)
     model.load_state_dict(payload["model"])
@@ -86,4 +91,7 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except PsearchError as error:
+        sys.exit(f"error: {error}")
