@@ -192,3 +192,17 @@ def test_training_data_needs_boxes_and_labeled_identities(cuhk_world) -> None:
 def test_unknown_joint_config_key_is_one_clear_error() -> None:
     with pytest.raises(PsearchError, match="reid.queue: unknown config key"):
         resolve_joint_config({"reid": {"queue": 5}})
+
+
+def test_batch_sampler_is_chosen_per_model_and_checked() -> None:
+    def sampler(**cfg) -> str:
+        return resolve_joint_config(cfg)["train"]["sampler"]
+
+    assert sampler() == "shuffle" and sampler(reid={"model": "inet"}) == "pairs"
+    assert sampler(train={"sampler": "pairs", "batch_size": 4}) == "pairs"
+    with pytest.raises(PsearchError, match="train.sampler 'pk': expected one of"):
+        sampler(train={"sampler": "pk"})
+    with pytest.raises(PsearchError, match="reid.model dcinet trains on image pairs"):
+        sampler(reid={"model": "dcinet"}, train={"sampler": "shuffle"})
+    with pytest.raises(PsearchError, match="train.batch_size 3: .* must be even"):
+        sampler(train={"sampler": "pairs", "batch_size": 3})

@@ -65,7 +65,10 @@ DEFAULT_TRAIN_CONFIG: dict[str, Any] = {
     "weight_decay": 5e-4,
     "warmup_iters": 100,
     "eval_every": 0,  # epochs between evaluations on the test split (0: at the end only)
+    "sampler": None,  # shuffle: images in random order; pairs: images two by two sharing a
+    #                   labeled person (psearch.joint.pairs); None: pairs for inet/dcinet
 }
+SAMPLERS = ("shuffle", "pairs")
 
 
 def resolve_joint_config(cfg: dict[str, Any] | None) -> dict[str, Any]:
@@ -90,10 +93,18 @@ def resolve_joint_config(cfg: dict[str, Any] | None) -> dict[str, Any]:
                            f"{', '.join(losses)}")
     if reid["model"] == "alignps":
         check_alignps_config(out)
-    if reid["model"] in ("inet", "dcinet") and (out["train"]["batch_size"] < 2
-                                   or out["train"]["batch_size"] % 2):
-        raise PsearchError(f"train.batch_size {out['train']['batch_size']}: reid.model "
-                           f"{reid['model']} trains on image pairs, it must be even")
+    train = out["train"]
+    train["sampler"] = train["sampler"] or ("pairs" if reid["model"] in ("inet", "dcinet")
+                                            else "shuffle")
+    if train["sampler"] not in SAMPLERS:
+        raise PsearchError(f"train.sampler {train['sampler']!r}: expected one of "
+                           f"{', '.join(SAMPLERS)}")
+    if reid["model"] in ("inet", "dcinet") and train["sampler"] != "pairs":
+        raise PsearchError(f"train.sampler {train['sampler']}: reid.model {reid['model']} "
+                           f"trains on image pairs (train.sampler pairs)")
+    if train["sampler"] == "pairs" and (train["batch_size"] < 2 or train["batch_size"] % 2):
+        raise PsearchError(f"train.batch_size {train['batch_size']}: train.sampler pairs "
+                           f"batches images two by two, it must be even")
     roi = reid["roi_size"]
     if (not isinstance(roi, (list, tuple)) or len(roi) != 2
             or not all(isinstance(v, int) and v > 0 for v in roi)):

@@ -3,8 +3,9 @@
 
 Every box of the train split is a person for the detector; labeled boxes are identities for the
 identity loss (class ``k`` = the k-th labeled pid, sorted; OIM: unlabeled ones enter its queue).
-I-Net and DC-I-Net train on pairs of images sharing a labeled person (``PairBatchSampler``,
-``train.batch_size / 2`` pairs per batch, as many images per epoch as the train split). SGD with
+I-Net and DC-I-Net (and OIM with ``train.sampler: pairs``) train on pairs of images sharing a
+labeled person (``PairBatchSampler``, ``train.batch_size / 2`` pairs per batch, as many images
+per epoch as the train split). SGD with
 momentum, linear warm-up and step decay (``warmup_step_decay``), horizontal flips, gradient
 clipping. AlignPS (``reid.model: alignps``) trains like OIM, on single images.
 ``DIR/last.pt`` holds the model (with the OIM table and queue), optimizer, scheduler,
@@ -31,7 +32,6 @@ from psearch.errors import PsearchError
 from psearch.io import write_json_atomic
 from psearch.joint.config import CHECKPOINT_KIND, resolve_joint_config
 from psearch.joint.evaluate import evaluate_joint
-from psearch.joint.inet import PAIR_MODELS
 from psearch.joint.infer import JointSearcher
 from psearch.joint.model import build_joint_model
 from psearch.joint.pairs import PairBatchSampler
@@ -86,7 +86,7 @@ def train_joint(dataset: PersonSearchDataset, config: dict[str, Any], out_dir: s
     records = [r for r in dataset.train if len(r.boxes)]
     train_set = DetectionTrainSet(records, train["hflip"], table)
     pairs = None
-    if config["reid"]["model"] in PAIR_MODELS:  # I-Net, DC-I-Net: pairs sharing a person
+    if train["sampler"] == "pairs":  # I-Net, DC-I-Net (and on request OIM): pairs of images
         pairs = PairBatchSampler([r.pids for r in records], train["batch_size"] // 2,
                                  train["seed"], images_per_epoch=len(records))
         loader = DataLoader(train_set, batch_sampler=pairs, num_workers=train["workers"],
