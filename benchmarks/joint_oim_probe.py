@@ -9,6 +9,8 @@ For a few training batches (train mode, the checkpoint's OIM table and queue, no
 A loss that cannot fall shows as own-row cosine near 0 while the best row (a recent queue
 entry) is near 1: the features change faster than the table's rows are revisited.
 
+Batches are drawn as the checkpoint's ``train.sampler`` draws them (pairs or shuffled images).
+
     python benchmarks/joint_oim_probe.py runs/bench_joint/cuhk/joint/last.pt \
         runs/bench_cascade/cuhk/world --format cuhk --batches 4
 """
@@ -21,14 +23,14 @@ import sys
 
 import torch
 import torch.nn.functional as F
-from torch.utils.data import DataLoader
 
 from psearch.checkpoint import load_checkpoint
 from psearch.data import load_dataset
-from psearch.detector.targets import DetectionTrainSet, collate, identity_table
+from psearch.detector.targets import identity_table
 from psearch.errors import PsearchError
 from psearch.joint.config import resolve_joint_config
 from psearch.joint.model import JointSearchModel
+from psearch.joint.train import train_loader
 
 
 def grad_norm(loss: torch.Tensor, params: list[torch.Tensor]) -> float:
@@ -57,8 +59,9 @@ def main() -> None:
     model.train()
     criterion = model.roi_heads.criterion
     records = [r for r in load_dataset(args.world, args.format).train if len(r.boxes)]
-    loader = DataLoader(DetectionTrainSet(records, 0.0, identity_table(records)),
-                        batch_size=args.batch_size, shuffle=True, collate_fn=collate)
+    # The batches the checkpoint trained on (its train.sampler), without flips.
+    loader = train_loader(records, identity_table(records),
+                          {**config["train"], "hflip": 0.0, "batch_size": args.batch_size})
     params = [p for p in model.parameters() if p.requires_grad]
     seen: dict[str, float] = {}
 

@@ -18,6 +18,7 @@ from psearch.training import SGD_TRAIN_DEFAULTS
 
 CHECKPOINT_KIND = "joint"
 MODELS = ("oim", "inet", "dcinet", "alignps")
+PAIR_MODELS = ("inet", "dcinet")  # trained on image pairs only (psearch.joint.inet)
 DEFAULT_LOSS = {"oim": "oim", "inet": "olp+hep", "dcinet": "olp+c2hep", "alignps": "toim"}
 OIM_LOSSES = ("oim", "softmax", "toim")
 ALIGNPS_LOSSES = ("toim", "oim")
@@ -94,12 +95,12 @@ def resolve_joint_config(cfg: dict[str, Any] | None) -> dict[str, Any]:
     if reid["model"] == "alignps":
         check_alignps_config(out)
     train = out["train"]
-    train["sampler"] = train["sampler"] or ("pairs" if reid["model"] in ("inet", "dcinet")
+    train["sampler"] = train["sampler"] or ("pairs" if reid["model"] in PAIR_MODELS
                                             else "shuffle")
     if train["sampler"] not in SAMPLERS:
         raise PsearchError(f"train.sampler {train['sampler']!r}: expected one of "
                            f"{', '.join(SAMPLERS)}")
-    if reid["model"] in ("inet", "dcinet") and train["sampler"] != "pairs":
+    if reid["model"] in PAIR_MODELS and train["sampler"] != "pairs":
         raise PsearchError(f"train.sampler {train['sampler']}: reid.model {reid['model']} "
                            f"trains on image pairs (train.sampler pairs)")
     if train["sampler"] == "pairs" and (train["batch_size"] < 2 or train["batch_size"] % 2):

@@ -30,8 +30,6 @@ from torchvision.ops import boxes as box_ops
 from psearch.inet_losses import PairCriterion
 from psearch.joint.roi_heads import BACKGROUND_PID, EmbeddingHead, PersonSearchRoIHeads
 
-PAIR_MODELS = ("inet", "dcinet")
-
 
 def dictionary_size(reid: dict[str, Any], rois_per_image: int) -> int:
     """OLP dictionary slots: ``reid.dictionary_size``, else ``dictionary_factor`` x the RoIs

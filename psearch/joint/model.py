@@ -19,7 +19,8 @@ import torch
 from torch import nn
 
 from psearch.detector.model import build_detector
-from psearch.joint.inet import PAIR_MODELS, pair_roi_heads_factory
+from psearch.joint.config import PAIR_MODELS
+from psearch.joint.inet import pair_roi_heads_factory
 from psearch.joint.roi_heads import EmbeddingHead, PersonSearchRoIHeads
 from psearch.losses import build_loss
 

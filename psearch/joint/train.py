@@ -5,9 +5,9 @@ Every box of the train split is a person for the detector; labeled boxes are ide
 identity loss (class ``k`` = the k-th labeled pid, sorted; OIM: unlabeled ones enter its queue).
 I-Net and DC-I-Net (and OIM with ``train.sampler: pairs``) train on pairs of images sharing a
 labeled person (``PairBatchSampler``, ``train.batch_size / 2`` pairs per batch, as many images
-per epoch as the train split). SGD with
-momentum, linear warm-up and step decay (``warmup_step_decay``), horizontal flips, gradient
-clipping. AlignPS (``reid.model: alignps``) trains like OIM, on single images.
+per epoch as the train split; ``train_loader``). SGD with momentum, linear warm-up and step
+decay (``warmup_step_decay``), horizontal flips, gradient clipping. AlignPS (``reid.model:
+alignps``) trains like OIM, on single images by default.
 ``DIR/last.pt`` holds the model (with the OIM table and queue), optimizer, scheduler,
 config and a fingerprint of the training data, so ``resume=True`` continues where it stopped.
 """
@@ -56,6 +56,22 @@ def check_training_data(dataset: PersonSearchDataset) -> np.ndarray:
     return table
 
 
+def train_loader(records: list, table: np.ndarray, train: dict[str, Any]) -> DataLoader:
+    """The batches of ``train.sampler`` over ``records`` (train images with boxes): ``pairs``
+    (``PairBatchSampler``, ``batch_size / 2`` pairs, as many images per epoch as ``records``)
+    or ``shuffle`` (seeded by ``train.seed``)."""
+    train_set = DetectionTrainSet(records, train["hflip"], table)
+    if train["sampler"] == "pairs":
+        pairs = PairBatchSampler([r.pids for r in records], train["batch_size"] // 2,
+                                 train["seed"], images_per_epoch=len(records))
+        return DataLoader(train_set, batch_sampler=pairs, num_workers=train["workers"],
+                          collate_fn=collate)
+    return DataLoader(train_set, batch_size=train["batch_size"], shuffle=True,
+                      num_workers=train["workers"], collate_fn=collate,
+                      drop_last=len(records) > train["batch_size"],
+                      generator=torch.Generator().manual_seed(train["seed"]))
+
+
 def train_joint(dataset: PersonSearchDataset, config: dict[str, Any], out_dir: str | os.PathLike,
                 device: str | None = None, resume: bool = False, epochs: int | None = None,
                 evaluate: bool = True, progress: bool = True,
@@ -84,18 +100,8 @@ def train_joint(dataset: PersonSearchDataset, config: dict[str, Any], out_dir: s
     model = build_joint_model(config, load_weights=payload is None).to(device)
     optimizer = sgd_optimizer(model, train)
     records = [r for r in dataset.train if len(r.boxes)]
-    train_set = DetectionTrainSet(records, train["hflip"], table)
-    pairs = None
-    if train["sampler"] == "pairs":  # I-Net, DC-I-Net (and on request OIM): pairs of images
-        pairs = PairBatchSampler([r.pids for r in records], train["batch_size"] // 2,
-                                 train["seed"], images_per_epoch=len(records))
-        loader = DataLoader(train_set, batch_sampler=pairs, num_workers=train["workers"],
-                            collate_fn=collate)
-    else:
-        loader = DataLoader(train_set, batch_size=train["batch_size"], shuffle=True,
-                            num_workers=train["workers"], collate_fn=collate,
-                            drop_last=len(records) > train["batch_size"],
-                            generator=torch.Generator().manual_seed(train["seed"]))
+    loader = train_loader(records, table, train)
+    pairs = loader.batch_sampler if isinstance(loader.batch_sampler, PairBatchSampler) else None
     if payload is not None:  # the data order of the remaining epochs, as an unbroken run
         torch.manual_seed(train["seed"] + payload["epoch"])
         if pairs is None:
