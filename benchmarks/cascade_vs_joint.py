@@ -212,6 +212,18 @@ def subset_spec(dataset: Any, args: argparse.Namespace) -> dict[str, Any]:
             "subset": {"queries": queries, "max_gallery": cut, "seed": 0}}
 
 
+def current_subset(fmt: str, args: argparse.Namespace, spec_of: dict[str, Any]) -> Any:
+    """This run's subset of world ``fmt`` (None when the world is not generated yet)."""
+    from psearch.data import load_dataset
+
+    if fmt not in spec_of:
+        world = args.cascade_work / fmt / "world"
+        if not (world / "synth_summary.json").is_file():
+            return None
+        spec_of[fmt] = subset_spec(load_dataset(world, fmt), args)
+    return spec_of[fmt]
+
+
 def score_subset(dataset: Any, pairs: Any, spec: dict[str, Any]) -> dict[str, Any]:
     from psearch.evaluation import evaluate_pairs
 
@@ -337,6 +349,10 @@ def run_model(name: str, fmt: str, args: argparse.Namespace, env: dict[str, str]
                 "fingerprint"]:
             return {**head, "status": "not run yet",
                     "reason": "its checkpoints changed since it was scored: select it again"}
+        if record.get("subset") != current_subset(fmt, args, spec_of):
+            return {**head, "status": "not run yet",
+                    "reason": "scored on another subset (--qeeps-queries / --qeeps-gallery): "
+                              "select it again"}
         return {**record, **head, "this_run": "not selected; figures of an earlier run"}
     log(f"{fmt}: {name} ({model.preset})")
     try:
@@ -419,7 +435,7 @@ def main() -> None:
     parser.add_argument("--oim-work", type=Path, default=None,
                         help="joint OIM runs (default runs/bench_joint, as "
                              "benchmarks/joint_oim.py; --smoke: WORK/oim)")
-    parser.add_argument("--qeeps-queries", type=int, default=14,
+    parser.add_argument("--qeeps-queries", type=int, default=50,
                         help="queries of the subset (drawn with seed 0)")
     parser.add_argument("--qeeps-gallery", type=int, default=100,
                         help="subset galleries cut to this many images")

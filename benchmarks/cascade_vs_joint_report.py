@@ -207,6 +207,13 @@ def conclusion(result: dict[str, Any]) -> str:
             sub = subset_of(world)
             lead = max(sub, key=lambda k: sub[k]["mAP"])
             text.append(f"On QEEPS's subset {lead} leads ({100 * sub[lead]['mAP']:.1f}% mAP).")
+            base = world["models"].get("oim_c4", {})
+            if base.get("status") == "finished":
+                b = base["accuracy"]["subset"]["mAP"]
+                ways = ", ".join(f"{way} {100 * r['mAP']:.1f}%" for way, r in
+                                 qeeps["accuracy"]["subset_rows"].items())
+                text.append(f"QEEPS against its base ({base['label']}, {100 * b:.1f}% there): "
+                            f"{ways}.")
         parts.append(" ".join(text))
     if result["partial"]:
         parts.append("Partial: the models not finished (listed at the top) are left out of "

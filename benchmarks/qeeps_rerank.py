@@ -98,6 +98,14 @@ def oim_results(root: Path, dataset: Any, times: dict) -> Any:
     return load_results(path)
 
 
+def pairs_file_matches(path: Path, images: list[str]) -> bool:
+    """Whether a query's pair file exists and holds exactly these gallery images, in order."""
+    if not path.is_file():
+        return False
+    with np.load(path) as z:
+        return "images" in z.files and z["images"].tolist() == images
+
+
 def qeeps_pairs(root: Path, dataset: Any, galleries: dict, log) -> tuple[dict, float, int]:
     """QEEPS on every pair of ``galleries``: {q: {image name: (boxes, scores, sims)}}, seconds
     per pair (image decoding included, over every query's recorded run) and pairs run now
@@ -113,7 +121,7 @@ def qeeps_pairs(root: Path, dataset: Any, galleries: dict, log) -> tuple[dict, f
     for n, (q, gallery) in enumerate(galleries.items()):
         path = out_dir / f"q{q}.npz"
         images = [names[m] for m in gallery.images.tolist()]
-        if not path.is_file():
+        if not pairs_file_matches(path, images):  # missing, or of another gallery cut
             searcher = searcher or QEEPSSearcher.from_checkpoint(root / "qeeps" / "last.pt")
             query = dataset.queries[q]
             start = time.perf_counter()
@@ -124,7 +132,7 @@ def qeeps_pairs(root: Path, dataset: Any, galleries: dict, log) -> tuple[dict, f
             arrays = {f"{k}_{i}": v for i, d in enumerate(found)
                       for k, v in zip(("boxes", "scores", "sims"), d, strict=True)}
             with open(path.with_suffix(".tmp"), "wb") as f:
-                np.savez(f, seconds=took, **arrays)
+                np.savez(f, seconds=took, images=np.array(images), **arrays)
             path.with_suffix(".tmp").replace(path)
             ran += len(images)
             log(f"  query {n + 1}/{len(galleries)}: {len(images)} pairs, {took:.1f} s "

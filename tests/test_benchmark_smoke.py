@@ -58,3 +58,13 @@ def test_cascade_vs_joint_smoke(tmp_path: Path) -> None:
     assert partial["worlds"]["prw"]["models"]["oim"]["status"] == "not run yet"
     assert partial["partial"] and any(m.startswith("prw/oim") for m in partial["missing"])
     assert "not run yet" in out.with_suffix(".md").read_text()
+
+    # records scored on another subset are not mixed into the subset table: "not run yet"
+    fourth = subprocess.run(command + ["--models", "cascade", "--formats", "cuhk",
+                                       "--qeeps-queries", "1"], env=env,
+                            capture_output=True, text=True, timeout=600)
+    assert fourth.returncode == 0, fourth.stdout[-2000:] + fourth.stderr[-2000:]
+    other = json.loads(out.read_text())
+    assert other["worlds"]["cuhk"]["models"]["cascade"]["status"] == "finished"
+    assert "another subset" in other["worlds"]["cuhk"]["models"]["dcinet"]["reason"]
+    assert other["partial"]
