@@ -435,7 +435,7 @@ def main() -> None:
     parser.add_argument("--oim-work", type=Path, default=None,
                         help="joint OIM runs (default runs/bench_joint, as "
                              "benchmarks/joint_oim.py; --smoke: WORK/oim)")
-    parser.add_argument("--qeeps-queries", type=int, default=50,
+    parser.add_argument("--qeeps-queries", type=int, default=240,
                         help="queries of the subset (drawn with seed 0)")
     parser.add_argument("--qeeps-gallery", type=int, default=100,
                         help="subset galleries cut to this many images")
