@@ -16,9 +16,10 @@ On the generated CUHK-SYSU- and PRW-format ``bench`` worlds of ``benchmarks/casc
 Every indexed model is built into a FAISS gallery (``detect`` [``--embed``], ``embed``,
 ``index``) and scored by one evaluator (``psearch.evaluation``, CMC to rank 20): search on the
 gallery's detections read back from FAISS, search on ground-truth boxes, detection AP/recall.
-QEEPS searches pair by pair, too slow for the full protocol on a CPU: it is scored on a fixed
-subset (``--qeeps-queries`` queries drawn with seed 0, the headline protocol's galleries cut to
-``--qeeps-gallery`` images) by ``evaluate_pairs``, the same per-query code, alone and re-ranking
+QEEPS searches pair by pair (~0.1 s a pair on 2 CPU cores): it is scored on a fixed subset
+(``--qeeps-queries`` queries drawn with seed 0, default 240: all of CUHK gallery-100, 240 of
+PRW's; the headline protocol's galleries cut to ``--qeeps-gallery`` images) by
+``evaluate_pairs``, the same per-query code, alone and re-ranking
 the top N pictures of oim_c4's FAISS shortlist; every other model is scored on that subset too.
 
 Budget (from each checkpoint): epochs, iterations x samples per iteration, training seconds.

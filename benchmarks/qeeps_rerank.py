@@ -98,12 +98,16 @@ def oim_results(root: Path, dataset: Any, times: dict) -> Any:
     return load_results(path)
 
 
-def pairs_file_matches(path: Path, images: list[str]) -> bool:
-    """Whether a query's pair file exists and holds exactly these gallery images, in order."""
+def read_pairs_file(path: Path, images: list[str]) -> tuple[dict, float] | None:
+    """A query's saved pairs, {image name: (boxes, scores, sims)} and the seconds they took;
+    None when the file is missing or holds another gallery (a changed subset cut)."""
     if not path.is_file():
-        return False
+        return None
     with np.load(path) as z:
-        return "images" in z.files and z["images"].tolist() == images
+        if "images" not in z.files or z["images"].tolist() != images:
+            return None
+        return ({name: (z[f"boxes_{i}"], z[f"scores_{i}"], z[f"sims_{i}"])
+                 for i, name in enumerate(images)}, float(z["seconds"]))
 
 
 def qeeps_pairs(root: Path, dataset: Any, galleries: dict, log) -> tuple[dict, float, int]:
@@ -121,7 +125,8 @@ def qeeps_pairs(root: Path, dataset: Any, galleries: dict, log) -> tuple[dict, f
     for n, (q, gallery) in enumerate(galleries.items()):
         path = out_dir / f"q{q}.npz"
         images = [names[m] for m in gallery.images.tolist()]
-        if not pairs_file_matches(path, images):  # missing, or of another gallery cut
+        saved = read_pairs_file(path, images)
+        if saved is None:
             searcher = searcher or QEEPSSearcher.from_checkpoint(root / "qeeps" / "last.pt")
             query = dataset.queries[q]
             start = time.perf_counter()
@@ -137,10 +142,9 @@ def qeeps_pairs(root: Path, dataset: Any, galleries: dict, log) -> tuple[dict, f
             ran += len(images)
             log(f"  query {n + 1}/{len(galleries)}: {len(images)} pairs, {took:.1f} s "
                 f"({took / len(images):.2f} s per pair)")
-        with np.load(path) as z:
-            per_query[q] = {name: (z[f"boxes_{i}"], z[f"scores_{i}"], z[f"sims_{i}"])
-                            for i, name in enumerate(images)}
-            seconds += float(z["seconds"])
+            saved = (dict(zip(images, (tuple(d) for d in found), strict=True)), took)
+        per_query[q], took = saved
+        seconds += took
         pairs += len(images)
     return per_query, seconds / max(1, pairs), ran
 
