@@ -129,7 +129,7 @@ def build_world(fmt: str, args: argparse.Namespace, env: dict[str, str],
                 log: Callable[[str], None], with_hog: bool = True) -> dict[str, Any]:
     """Every stage of one world (the HOG gallery unless not ``with_hog``); returns the trained
     models' paths, the world and timings."""
-    from psearch.config import load_config
+    from psearch.core.config import load_config
     from psearch.data import load_dataset
 
     root = args.work / fmt
@@ -205,10 +205,10 @@ def evaluate_world(fmt: str, built: dict[str, Any], log: Callable[[str], None]) 
     from psearch.api import PersonSearch
     from psearch.baselines.color import ColorHistogramEmbedder
     from psearch.gallery import Gallery
-    from psearch.gallery.evaluate import gallery_results
     from psearch.reid import ReidModel
     from psearch.reid.evaluate import ground_truth_results, reembed_results
     from psearch.reid.model import build_reid_net
+    from psearch.search.evaluate import gallery_results
 
     dataset = built["dataset"]
     model = ReidModel.from_checkpoint(built["reid"] / "last.pt", device="cpu")
@@ -263,8 +263,8 @@ def measure_speed(built: dict[str, Any], search: Any, dataset: Any) -> dict[str,
 
 def embed_rate(embedder: Any, detections: Path, crops_max: int = 1024) -> float:
     """Crops/s of ``embedder`` on the decoded crops of a detect folder (batches of 128)."""
-    from psearch.manifest import read_manifest
-    from psearch.media import read_image
+    from psearch.core.media import read_image
+    from psearch.formats.manifest import read_manifest
 
     manifest = read_manifest(detections)
     crops = [read_image(manifest.crop_path(i)) for i in range(min(len(manifest), crops_max))]
@@ -278,7 +278,7 @@ def embed_rate(embedder: Any, detections: Path, crops_max: int = 1024) -> float:
 def query_latency(search: Any, queries: list[Any], dataset: Any) -> dict[str, float]:
     """Per query: embed its box on its frame (decoding excluded), then search the gallery (top
     10); median and p95 of the whole, median of the search alone, in ms."""
-    from psearch.media import read_image
+    from psearch.core.media import read_image
 
     full, search_only = [], []
     for query in queries:
@@ -444,7 +444,7 @@ def run_worlds(formats: list[str], one_world: Callable[[str, Callable[[str], Non
                ) -> tuple[dict[str, dict], float]:
     """``one_world(fmt, log)`` for each world, logging with elapsed seconds; a failed stage ends
     the run with one line and nothing written. Returns the worlds' results and the wall time."""
-    from psearch.errors import PsearchError
+    from psearch.core.errors import PsearchError
 
     started = time.perf_counter()
 
@@ -463,7 +463,7 @@ def run_worlds(formats: list[str], one_world: Callable[[str, Callable[[str], Non
 
 def write_outputs(result: dict[str, Any], out: Path, write_json: bool = True) -> None:
     """The JSON (atomically), the markdown tables next to it and the CMC plot."""
-    from psearch.io import write_json_atomic
+    from psearch.core.io import write_json_atomic
 
     out.parent.mkdir(parents=True, exist_ok=True)
     table = markdown(result)

@@ -97,9 +97,9 @@ MODELS = {
 
 def unavailable(name: str) -> str | None:
     """Why ``train-joint`` cannot train this model here (None when it can)."""
-    from psearch.config import load_config
-    from psearch.errors import PsearchError
-    from psearch.joint.commands import train_joint_command
+    from psearch.cli.joint import train_joint_command
+    from psearch.core.config import load_config
+    from psearch.core.errors import PsearchError
 
     model = MODELS[name]
     if model.kind != "joint":
@@ -179,7 +179,7 @@ def stage_table(stages: cascade.Stages) -> dict[str, dict[str, Any]]:
 
 def budget(checkpoint: Path, part: str) -> dict[str, Any]:
     """Epochs, iterations, samples per iteration and seen, training seconds of a checkpoint."""
-    from psearch.checkpoint import load_checkpoint
+    from psearch.core.checkpoint import load_checkpoint
 
     payload = load_checkpoint(checkpoint)
     config, kind = payload["config"], payload.get("kind")
@@ -255,7 +255,7 @@ def score_indexed(name: str, built: dict[str, Any], spec: dict[str, Any],
     from psearch.api import PersonSearch
     from psearch.evaluation import pair_galleries, pairs_from_results, save_results
     from psearch.gallery import Gallery
-    from psearch.gallery.evaluate import gallery_results
+    from psearch.search.evaluate import gallery_results
 
     dataset = built["dataset"]
     gallery = Gallery.load(built["gallery"])
@@ -330,9 +330,9 @@ def score_qeeps(built: dict[str, Any], base: dict[str, Any], dataset: Any,
 def run_model(name: str, fmt: str, args: argparse.Namespace, env: dict[str, str], log,
               done: dict[str, dict], spec_of: dict[str, Any]) -> dict[str, Any]:
     """One model on one world: run (``--models``, ``--formats``) or read its earlier record."""
+    from psearch.core.errors import PsearchError
+    from psearch.core.io import write_json_atomic
     from psearch.data import load_dataset
-    from psearch.errors import PsearchError
-    from psearch.io import write_json_atomic
 
     model = MODELS[name]
     head = describe(name)

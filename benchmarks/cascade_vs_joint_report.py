@@ -278,7 +278,7 @@ def save_figure(fig: Any, path: Path) -> None:
 
 
 def write_outputs(result: dict[str, Any], out: Path, write_json: bool = True) -> None:
-    from psearch.io import write_json_atomic, write_text_atomic
+    from psearch.core.io import write_json_atomic, write_text_atomic
 
     out.parent.mkdir(parents=True, exist_ok=True)
     if write_json:

@@ -43,10 +43,10 @@ def peak_rss_mb() -> float:
 
 def measure(kind: str, checkpoint: str, image_list: str, device: str) -> dict:
     """One speed measurement (run in its own process so that peak memory is its own)."""
+    from psearch.core.media import read_image
     from psearch.detector.detect import DetectSettings, run_detect
     from psearch.detector.inference import PersonDetector
     from psearch.detector.inputs import collect_sources
-    from psearch.media import read_image
 
     paths = Path(image_list).read_text().split("\n")
     detector = PersonDetector.from_checkpoint(checkpoint, device=device, batch_size=BATCH)
@@ -104,10 +104,10 @@ def main() -> None:
         print(json.dumps(measure(args.measure, args.checkpoint, args.image_list, args.device)))
         return
 
-    from psearch.config import load_config
+    from psearch.baselines.hog import HogDetector
+    from psearch.core.config import load_config
     from psearch.data import load_dataset
     from psearch.data.synth import generate_world
-    from psearch.detector.inference import HogDetector
     from psearch.detector.train import evaluate_detector, resolve_config, train_detector
 
     work = args.work or Path(tempfile.mkdtemp(prefix="psearch-detbench-"))

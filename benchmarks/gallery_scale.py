@@ -32,10 +32,10 @@ import faiss
 import numpy as np
 from threadpoolctl import threadpool_limits
 
+from psearch.core.io import write_json_atomic
 from psearch.gallery import index as ix
 from psearch.gallery.rows import Rows
 from psearch.gallery.store import Gallery
-from psearch.io import write_json_atomic
 
 DIM, VIEWS_PER_ID, VIEW_NOISE, K = 256, 20, 0.75, 10
 RESULTS = Path(__file__).parent / "results" / "gallery_scale.json"

@@ -58,7 +58,7 @@ def raw_windows(dataset: Any, detector: Any, cache: Path, limit: int | None
                 ) -> tuple[list[np.ndarray], list[np.ndarray], list[tuple[int, int]], float]:
     """Per test image: unmerged windows (boxes [K, 4], scores [K]) and its (height, width);
     plus the seconds per image of the window search (cached in ``cache``)."""
-    from psearch.media import read_image
+    from psearch.core.media import read_image
 
     records = dataset.gallery[:limit]
     if cache.is_file():
@@ -91,7 +91,7 @@ def variant(dataset: Any, windows: tuple, contain: float | None, margin: float,
     default trimming)."""
     import torch
 
-    from psearch.detector.inference import HOG_SHRINK, HogDetector
+    from psearch.baselines.hog import HOG_SHRINK, HogDetector
     from psearch.evaluation.detection import evaluate_detection
 
     boxes, scores, sizes, _ = windows
@@ -126,8 +126,8 @@ def check_against_detector(dataset: Any, windows: tuple, n: int = 5) -> None:
     """The cached path must give what ``HogDetector.detect`` gives (defaults, upscale 2)."""
     import torch
 
-    from psearch.detector.inference import HOG_SCORE_THRESH, HogDetector
-    from psearch.media import read_image
+    from psearch.baselines.hog import HOG_SCORE_THRESH, HogDetector
+    from psearch.core.media import read_image
 
     hog = HogDetector(upscale=HOG_UPSCALE)
     for record, b, s, size in list(zip(dataset.gallery, *windows[:3], strict=False))[:n]:
@@ -153,8 +153,8 @@ def main() -> None:
 
     cv2.setNumThreads(args.threads)
     torch.set_num_threads(args.threads)
+    from psearch.baselines.hog import HOG_CONTAIN, HOG_SCORE_THRESH, HogDetector
     from psearch.data import load_dataset
-    from psearch.detector.inference import HOG_CONTAIN, HOG_SCORE_THRESH, HogDetector
 
     args.work.mkdir(parents=True, exist_ok=True)
     default_margin = math.log(HOG_SCORE_THRESH / (1 - HOG_SCORE_THRESH))

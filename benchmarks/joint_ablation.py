@@ -52,7 +52,7 @@ def variant_config(name: str, epochs: int, lr: float, detector: Path) -> dict[st
     """``joint_oim_cpu``'s model and train sections with the variant's ``reid`` section (the
     pair models take their defaults from ``joint_inet_cpu`` / ``joint_dcinet_cpu``), started
     from the ``detector`` checkpoint."""
-    from psearch.config import load_config
+    from psearch.core.config import load_config
 
     model, loss, extra = VARIANTS[name]
     base = load_config("joint_oim_cpu")
@@ -65,7 +65,7 @@ def variant_config(name: str, epochs: int, lr: float, detector: Path) -> dict[st
 
 def train_start_detector(world: Path, work: Path, epochs: int, log) -> dict[str, Any]:
     """``detector_cpu`` for ``epochs`` epochs on the world (reused once finished)."""
-    from psearch.config import load_config
+    from psearch.core.config import load_config
     from psearch.data import load_dataset
     from psearch.detector.train import train_detector
 
@@ -101,7 +101,7 @@ def run_variant(name: str, world: Path, work: Path, epochs: int, lr: float, log
     else:
         log(f"== {name}: finished before, reused ({metrics_file})")
     metrics = json.loads(metrics_file.read_text())
-    from psearch.checkpoint import load_checkpoint
+    from psearch.core.checkpoint import load_checkpoint
 
     payload = load_checkpoint(out / "last.pt")
     history = payload.get("history", [])
@@ -148,8 +148,8 @@ def main() -> None:
 
     import torch
 
+    from psearch.core.io import write_json_atomic
     from psearch.data.synth import generate_world
-    from psearch.io import write_json_atomic
 
     torch.set_num_threads(args.threads)
     world = args.work / "world"

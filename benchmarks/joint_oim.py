@@ -87,10 +87,10 @@ def measure_speed(checkpoint: Path, paths: list[str], repeats: int = 3,
 
     import torch
 
+    from psearch.core.media import read_image
     from psearch.detector.detect import DetectSettings, run_detect
     from psearch.detector.inputs import collect_sources
     from psearch.joint.infer import JointSearcher
-    from psearch.media import read_image
 
     searcher = JointSearcher.from_checkpoint(checkpoint, device="cpu", batch_size=BATCH)
     tensors = [torch.from_numpy(read_image(p)).permute(2, 0, 1).float().div_(255) for p in paths]
@@ -216,7 +216,7 @@ def main() -> None:
     if args.smoke and args.out == RESULTS / "joint_oim.json":
         parser.error("--smoke figures are not the benchmark's: give --out")
 
-    from psearch.io import write_json_atomic
+    from psearch.core.io import write_json_atomic
 
     env = {**os.environ, "PYTHONHASHSEED": "0"}
     worlds, wall = run_worlds(args.formats, lambda fmt, log: score_world(

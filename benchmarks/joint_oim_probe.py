@@ -24,13 +24,13 @@ import sys
 import torch
 import torch.nn.functional as F
 
-from psearch.checkpoint import load_checkpoint
+from psearch.core.checkpoint import load_checkpoint
+from psearch.core.errors import PsearchError
 from psearch.data import load_dataset
-from psearch.detector.targets import identity_table
-from psearch.errors import PsearchError
 from psearch.joint.config import resolve_joint_config
 from psearch.joint.model import JointSearchModel
 from psearch.joint.train import train_loader
+from psearch.nn.targets import identity_table
 
 
 def grad_norm(loss: torch.Tensor, params: list[torch.Tensor]) -> float:

@@ -114,8 +114,8 @@ def qeeps_pairs(root: Path, dataset: Any, galleries: dict, log) -> tuple[dict, f
     """QEEPS on every pair of ``galleries``: {q: {image name: (boxes, scores, sims)}}, seconds
     per pair (image decoding included, over every query's recorded run) and pairs run now
     (queries done by an earlier run are read back)."""
+    from psearch.core.media import read_image
     from psearch.joint.qeeps_infer import QEEPSSearcher
-    from psearch.media import read_image
 
     out_dir = root / "pairs"
     out_dir.mkdir(exist_ok=True)
@@ -199,8 +199,8 @@ def faiss_seconds(n_vectors: int, dim: int, repeats: int = 30) -> float:
 
 def embed_seconds(root: Path, dataset: Any, repeats: int = 10) -> float:
     """Median seconds to embed one query box (decode + one OIM forward of its picture)."""
+    from psearch.core.media import read_image
     from psearch.joint.infer import JointSearcher
-    from psearch.media import read_image
 
     searcher = JointSearcher.from_checkpoint(root / "oim" / "last.pt", device="cpu")
     times = []
@@ -323,7 +323,7 @@ def main() -> None:
     report: dict[str, Any] = {"command": "python benchmarks/qeeps_rerank.py " + " ".join(
         sys.argv[1:]), "settings": {k: str(v) for k, v in vars(args).items()},
         "machine": f"{os.cpu_count()} CPU cores, torch threads 1", "worlds": []}
-    from psearch.io import write_json_atomic
+    from psearch.core.io import write_json_atomic
 
     out = RESULTS / "qeeps_rerank.json"
     for fmt in args.formats:

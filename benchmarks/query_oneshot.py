@@ -46,7 +46,7 @@ def build_gallery(work: Path, env: dict[str, str]) -> tuple[Path, Path, list]:
     """World, HOG detections, untrained re-ID checkpoint, embeddings, gallery (reused)."""
     import torch
 
-    from psearch.checkpoint import save_checkpoint
+    from psearch.core.checkpoint import save_checkpoint
     from psearch.reid.config import reid_config
     from psearch.reid.model import CHECKPOINT_KIND, build_reid_net
 
@@ -99,8 +99,8 @@ def main() -> None:
 
     import numpy as np
 
-    from psearch.boxes import as_rgb
-    from psearch.gallery.search import PersonSearch
+    from psearch.core.boxes import as_rgb
+    from psearch.search.person_search import PersonSearch
 
     search = PersonSearch(gallery, device="cpu")
     rgb = as_rgb(image)

@@ -59,7 +59,7 @@ def world(root: Path, fmt: str, seed: int, spec: dict[str, Any], log) -> Path:
 def train(dataset: Any, cfg: dict[str, Any], out: Path, log) -> dict[str, Any]:
     """Train (or reuse / resume) a re-ID model; its history and training seconds."""
     from psearch.reid.train import HISTORY_NAME, train_reid
-    from psearch.training import LAST_NAME
+    from psearch.training.loop import LAST_NAME
 
     epochs = int(cfg["train"]["epochs"])
     history_path = out / HISTORY_NAME
@@ -100,8 +100,8 @@ def main() -> None:
 
     torch.set_num_threads(args.threads)
     from psearch.baselines.color import ColorHistogramEmbedder
+    from psearch.core.io import write_json_atomic
     from psearch.data import load_dataset
-    from psearch.io import write_json_atomic
     from psearch.reid.config import reid_config
     from psearch.reid.model import ReidModel, build_reid_net
 

@@ -47,9 +47,9 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     from psearch.baselines.color import ColorHistogramEmbedder
+    from psearch.core.io import write_json_atomic
     from psearch.data import load_dataset
     from psearch.data.synth import generate_world
-    from psearch.io import write_json_atomic
     from psearch.reid.config import reid_config
     from psearch.reid.evaluate import evaluate_gt_boxes
     from psearch.reid.model import ReidModel, build_reid_net

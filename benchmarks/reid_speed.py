@@ -38,8 +38,8 @@ RESULTS = Path(__file__).parent / "results" / "reid_speed.json"
 
 def make_crops(root: Path, n: int, seed: int = 0) -> Path:
     """A detect directory of ``n`` JPEG crops of person-like sizes (40-300 px tall)."""
-    from psearch.manifest import ManifestWriter
-    from psearch.media import write_image
+    from psearch.core.media import write_image
+    from psearch.formats.manifest import ManifestWriter
 
     rng = np.random.default_rng(seed)
     crops = []
@@ -71,8 +71,8 @@ def phase(name: str, ckpt: str, det: str, out: str, device: str, batch_size: int
           threads: int) -> dict:
     """One measurement, run in a fresh process; returns seconds and peak memory."""
     torch.set_num_threads(threads)
-    from psearch.manifest import read_manifest
-    from psearch.media import read_image
+    from psearch.core.media import read_image
+    from psearch.formats.manifest import read_manifest
     from psearch.reid.embed import embed_manifest
     from psearch.reid.model import ReidModel, resize_crops
 
@@ -129,8 +129,8 @@ def main() -> None:
     n = args.crops or (8192 if gpu else 512)
     batch_size = args.batch_size or (256 if gpu else 64)
 
-    from psearch.checkpoint import save_checkpoint
-    from psearch.io import write_json_atomic
+    from psearch.core.checkpoint import save_checkpoint
+    from psearch.core.io import write_json_atomic
     from psearch.reid.model import build_reid_net
 
     with tempfile.TemporaryDirectory() as tmp:

@@ -6,7 +6,9 @@
 
 from typing import Any
 
-__version__ = "0.1.0"
+from psearch.core.version import __version__
+
+__all__ = ["PersonSearch", "__version__"]
 
 
 def __getattr__(name: str) -> Any:

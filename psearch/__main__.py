@@ -1,3 +1,3 @@
-from psearch.cli import main
+from psearch.cli.main import main
 
 main()

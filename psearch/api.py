@@ -11,16 +11,16 @@
 This module is the top layer: it gathers what users need from the stages and is imported by
 nobody inside psearch. The gallery's embedder (re-ID or joint checkpoint) must still have the
 sha256 recorded in the gallery; pass ``embedder=`` any object with ``dim`` and
-``embed_boxes(image, boxes)`` (``psearch.models.Embedder``) to use another one of the same size.
+``embed_boxes(image, boxes)`` (``psearch.roles.Embedder``) to use another one of the same size.
 """
 
 from __future__ import annotations
 
-from psearch.boxes import ImageLike, as_rgb, check_box, crop_box
-from psearch.gallery.search import PersonSearch, load_gallery_embedder
+from psearch.core.boxes import ImageLike, as_rgb, check_box, crop_box
 from psearch.gallery.sightings import Sighting
 from psearch.gallery.store import Gallery, Match
-from psearch.models import load_detector, load_embedder
+from psearch.registry import load_detector, load_embedder
+from psearch.search.person_search import PersonSearch, load_gallery_embedder
 
 __all__ = ["Gallery", "ImageLike", "Match", "PersonSearch", "Sighting", "as_rgb", "check_box",
            "crop_box", "load_detector", "load_embedder", "load_gallery_embedder"]

@@ -13,9 +13,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from psearch.core.media import write_image
 from psearch.data.synth import generate_world
-from psearch.manifest import ManifestWriter
-from psearch.media import write_image
+from psearch.formats.manifest import ManifestWriter
 
 
 @pytest.fixture(scope="session")

@@ -15,11 +15,11 @@ import cv2
 import numpy as np
 import pytest
 
-from psearch.checkpoint import save_checkpoint
+from psearch.core.checkpoint import save_checkpoint
+from psearch.core.io import file_sha256
+from psearch.core.media import write_image
+from psearch.formats.manifest import ManifestWriter
 from psearch.gallery.rows import Rows
-from psearch.io import file_sha256
-from psearch.manifest import ManifestWriter
-from psearch.media import write_image
 
 # A detector (and joint model) small enough to train a few iterations in seconds on one core:
 # its model section, and the same as train-joint --set overrides.
@@ -97,7 +97,7 @@ def tiny_checkpoint(path: Path, dim: int = TINY_REID["dim"]) -> Path:
 def embeddings_dir(directory: Path, manifest: Path, checkpoint: Path,
                    images: list[tuple[Path, np.ndarray]]) -> Path:
     """What `psearch embed` writes: embeddings.npy row-aligned with the manifest + its JSON."""
-    from psearch.media import read_image
+    from psearch.core.media import read_image
     from psearch.reid import ReidModel
 
     model = ReidModel.from_checkpoint(checkpoint, "cpu")
@@ -121,7 +121,7 @@ class CliResult(NamedTuple):
 
 def run_cli(argv: list, capsys: pytest.CaptureFixture) -> CliResult:
     """Run the console entry point in-process with ``argv`` (paths allowed)."""
-    from psearch.cli import main
+    from psearch.cli.main import main
 
     try:
         main([str(a) for a in argv])
@@ -160,7 +160,7 @@ def interrupt_after(monkeypatch: pytest.MonkeyPatch, batches: int) -> None:
 def first_train_batch(world: Path, fmt: str = "cuhk", indices: tuple[int, ...] = (0, 1)):
     """(images float [0, 1], targets with pids, identity table) of the given train images."""
     from psearch.data import load_dataset
-    from psearch.detector.targets import DetectionTrainSet, collate, identity_table
+    from psearch.nn.targets import DetectionTrainSet, collate, identity_table
 
     train = load_dataset(world, fmt).train
     table = identity_table(train)

@@ -11,19 +11,19 @@ import pytest
 import torch
 from support import detect_dir, first_train_batch, run_cli, sgd_steps
 
-from psearch.checkpoint import load_checkpoint
-from psearch.cli import main
+from psearch.cli.main import main
+from psearch.core.checkpoint import load_checkpoint
+from psearch.core.errors import PsearchError
 from psearch.data import load_dataset
-from psearch.errors import PsearchError
 from psearch.evaluation import evaluate
+from psearch.formats.manifest import read_manifest
 from psearch.joint.alignps import AlignPS
 from psearch.joint.config import resolve_joint_config
 from psearch.joint.evaluate import detected_results
 from psearch.joint.infer import JointSearcher
 from psearch.joint.model import build_joint_model
 from psearch.joint.roi_heads import BACKGROUND_PID
-from psearch.losses import TOIMLoss
-from psearch.manifest import read_manifest
+from psearch.nn.losses import TOIMLoss
 
 TINY = {"model": {"min_size": 96, "max_size": 160, "returned_layers": [2, 3, 5],
                   "fpn_channels": 16},

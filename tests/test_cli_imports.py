@@ -13,7 +13,7 @@ HEAVY = ("torch", "torchvision", "timm", "faiss")
 
 def modules_after(argv: list[str]) -> tuple[int, set[str]]:
     """Run ``psearch argv`` in a fresh interpreter; (exit code, heavy modules it imported)."""
-    code = ("import json, sys\nfrom psearch.cli import main\nstatus = 0\n"
+    code = ("import json, sys\nfrom psearch.cli.main import main\nstatus = 0\n"
             f"try:\n    main({argv!r})\nexcept SystemExit as exc:\n    status = exc.code\n"
             "loaded = {m.split('.')[0] for m in sys.modules}\n"
             f"print('MODULES', json.dumps(sorted(loaded & set({HEAVY!r}))), file=sys.stderr)\n"

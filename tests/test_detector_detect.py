@@ -10,13 +10,13 @@ import pytest
 import torch
 from support import run_cli, write_video
 
-from psearch.checkpoint import save_checkpoint
+from psearch.core.checkpoint import save_checkpoint
+from psearch.core.media import read_image
 from psearch.detector.detect import DetectSettings, crop_boxes, run_detect
 from psearch.detector.inputs import collect_sources
 from psearch.detector.model import build_detector
 from psearch.detector.train import resolve_config
-from psearch.manifest import read_manifest
-from psearch.media import read_image
+from psearch.formats.manifest import read_manifest
 
 TINY_MODEL = {"fpn_channels": 32, "box_head_dim": 64, "min_size": 96, "max_size": 160,
               "returned_layers": [3, 5], "anchor_sizes": [[16, 32], [64, 96], [128, 192]],

@@ -9,14 +9,16 @@ import pytest
 import torch
 from support import TINY_MODEL
 
-from psearch.checkpoint import load_checkpoint
+from psearch.baselines.hog import HogDetector
+from psearch.core.checkpoint import load_checkpoint
+from psearch.core.errors import PsearchError
 from psearch.data import load_dataset
-from psearch.detector import HogDetector, PersonDetector, build_detector, load_detector
+from psearch.detector import PersonDetector, build_detector
 from psearch.detector.model import NUM_CLASSES
-from psearch.detector.targets import DetectionTrainSet
-from psearch.detector.targets import collate as _collate
 from psearch.detector.train import resolve_config, train_detector
-from psearch.errors import PsearchError
+from psearch.nn.targets import DetectionTrainSet
+from psearch.nn.targets import collate as _collate
+from psearch.registry import load_detector
 
 # A one-epoch training config around TINY_MODEL.
 TINY = {"model": TINY_MODEL,
@@ -139,7 +141,7 @@ def test_train_writes_checkpoints_metrics_and_resumes(cuhk_world, tmp_path) -> N
 
 def test_hog_scores_are_sigmoid_margins_above_the_threshold(cuhk_world) -> None:
     dataset = load_dataset(cuhk_world, "cuhk")
-    from psearch.media import read_image
+    from psearch.core.media import read_image
 
     images = [read_image(r.path) for r in dataset.gallery[:3]]
     detector = load_detector("hog")

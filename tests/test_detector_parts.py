@@ -15,7 +15,7 @@ from psearch.detector.model import (
     feature_names,
     resolve_model_config,
 )
-from psearch.detector.targets import DetectionTrainSet, collate, identity_table, pid_classes
+from psearch.nn.targets import DetectionTrainSet, collate, identity_table, pid_classes
 
 C4 = {"backbone": "resnet18_c4", "min_size": 96, "max_size": 160, "roi_size": [8, 4],
       "anchor_sizes": [[16, 32, 64, 128]],

@@ -7,13 +7,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from psearch.core.errors import PsearchError
 from psearch.data.annotations import (
     UNLABELED_PID,
     ImageRecord,
     PersonSearchDataset,
     QueryRecord,
 )
-from psearch.errors import PsearchError
 from psearch.evaluation import (
     SearchResults,
     average_precision,

@@ -7,8 +7,8 @@ import json
 import numpy as np
 import pytest
 
-from psearch.cli import main
-from psearch.errors import PsearchError
+from psearch.cli.main import main
+from psearch.core.errors import PsearchError
 from psearch.evaluation import SearchResults, load_results, save_results
 
 RNG = np.random.default_rng(0)

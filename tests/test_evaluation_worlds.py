@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from psearch.cli import main
+from psearch.cli.main import main
 from psearch.data import UNLABELED_PID, load_dataset
 from psearch.evaluation import SearchResults, evaluate, save_results
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from psearch.formats.manifest import MANIFEST_COLUMNS, SOURCE_COLUMNS, ManifestWriter, read_manifest
 from psearch.gallery.rows import ROW_ARRAYS, TIME_ARRAYS, Rows
-from psearch.manifest import MANIFEST_COLUMNS, SOURCE_COLUMNS, ManifestWriter, read_manifest
 
 
 def test_an_old_manifest_reads_and_is_upgraded_when_appended_to(tmp_path):

@@ -9,11 +9,11 @@ from support import IMAGE_H, IMAGE_W, clustered, fake_rows, person_images
 
 from psearch.api import PersonSearch, check_box
 from psearch.baselines import ColorHistogramEmbedder
-from psearch.errors import PsearchError
+from psearch.core.errors import PsearchError
+from psearch.core.media import read_image
 from psearch.gallery import sheet
 from psearch.gallery.rows import Rows
 from psearch.gallery.store import Gallery
-from psearch.media import read_image
 
 
 @pytest.fixture()

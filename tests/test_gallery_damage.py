@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from support import clustered, fake_rows, run_cli
 
-from psearch.errors import PsearchError
+from psearch.core.errors import PsearchError
 from psearch.gallery.store import HEADER_NAME, Gallery
 
 
@@ -54,7 +54,7 @@ def test_query_cli_names_the_damaged_file(gallery_dir, capsys, tmp_path):
     rows = _files(gallery_dir)[2]
     rows.write_bytes(rows.read_bytes()[:100])
     crop = tmp_path / "crop.png"
-    from psearch.media import write_image
+    from psearch.core.media import write_image
 
     write_image(crop, np.zeros((20, 10, 3), np.uint8))
     code, _, err = run_cli(["query", "--gallery", str(gallery_dir), "--crop", str(crop)], capsys)

@@ -9,13 +9,13 @@ import numpy as np
 import pytest
 
 from psearch.baselines import ColorHistogramEmbedder
+from psearch.core.errors import PsearchError
+from psearch.core.media import read_image, write_image
 from psearch.data import load_dataset
-from psearch.errors import PsearchError
 from psearch.evaluation import evaluate
-from psearch.gallery.evaluate import gallery_results
 from psearch.gallery.rows import Rows
 from psearch.gallery.store import Gallery
-from psearch.media import read_image, write_image
+from psearch.search.evaluate import gallery_results
 
 SLOTS = np.array([[10, 20, 40, 100], [60, 10, 95, 110], [110, 30, 150, 115]], np.float32)
 
@@ -80,7 +80,7 @@ def test_a_gallery_of_other_images_is_refused(dataset):
 def test_evaluate_gallery_command_writes_the_report(dataset, tmp_path, capsys):
     from support import detect_dir, embeddings_dir, tiny_checkpoint
 
-    from psearch.cli import main
+    from psearch.cli.main import main
 
     images = [(r.path, r.boxes) for r in dataset.gallery]
     dets = detect_dir(tmp_path / "dets", images)

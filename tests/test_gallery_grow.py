@@ -9,11 +9,11 @@ import numpy as np
 import pytest
 from support import clustered, fake_rows, interrupt_after, tiny_checkpoint
 
+from psearch.core.media import write_image
+from psearch.formats.manifest import ManifestWriter
 from psearch.gallery import index as ix
 from psearch.gallery.build import index_embeddings
 from psearch.gallery.store import HEADER_NAME, Gallery
-from psearch.manifest import ManifestWriter
-from psearch.media import write_image
 from psearch.reid import ReidModel
 from psearch.reid.embed import embed_manifest
 
@@ -55,7 +55,7 @@ def test_embed_appends_the_rows_of_a_grown_manifest(tmp_path, manifest, monkeypa
 
 
 def test_embed_refuses_to_append_when_earlier_rows_changed(tmp_path, manifest):  # noqa: F811
-    from psearch.errors import PsearchError
+    from psearch.core.errors import PsearchError
 
     model = ReidModel.from_checkpoint(tiny_checkpoint(tmp_path / "reid.pt", dim=256), device="cpu")
     embed_manifest(model, manifest, tmp_path / "emb", progress=False)

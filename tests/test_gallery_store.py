@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from support import clustered, fake_rows
 
-from psearch.errors import PsearchError
+from psearch.core.errors import PsearchError
 from psearch.gallery import index as ix
 from psearch.gallery.rows import Rows
 from psearch.gallery.store import HEADER_NAME, Gallery

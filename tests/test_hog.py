@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from psearch.detector.inference import HogDetector, containment_keep
+from psearch.baselines.hog import HogDetector, containment_keep
 
 
 def test_containment_drops_boxes_nested_in_a_higher_scoring_one():
@@ -38,8 +38,8 @@ def test_suppress_trims_windows_and_can_be_switched_off():
 
 
 def test_detect_matches_windows_then_suppress(cuhk_world):
+    from psearch.core.media import read_image
     from psearch.data import load_dataset
-    from psearch.media import read_image
 
     image = read_image(load_dataset(cuhk_world, "cuhk").gallery[0].path)
     hog = HogDetector(upscale=2.0)

@@ -10,7 +10,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from psearch.inet_losses import (
+from psearch.nn.inet_losses import (
     EMPTY,
     C2HEPLoss,
     FeatureDictionary,

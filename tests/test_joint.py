@@ -10,19 +10,19 @@ import pytest
 import torch
 from support import TINY_MODEL, TINY_SETS, first_train_batch, run_cli, sgd_steps
 
-from psearch.checkpoint import load_checkpoint, save_checkpoint
-from psearch.cli import main
+from psearch.cli.main import main
+from psearch.core.checkpoint import load_checkpoint, save_checkpoint
+from psearch.core.errors import PsearchError
 from psearch.data import load_dataset
-from psearch.errors import PsearchError
 from psearch.evaluation import evaluate, load_results, save_results
+from psearch.formats.manifest import read_manifest
 from psearch.joint.config import resolve_joint_config
 from psearch.joint.evaluate import detected_results
 from psearch.joint.infer import JointSearcher
 from psearch.joint.model import JointSearchModel
 from psearch.joint.roi_heads import BACKGROUND_PID
 from psearch.joint.train import check_training_data
-from psearch.losses import TOIMLoss
-from psearch.manifest import read_manifest
+from psearch.nn.losses import TOIMLoss
 
 
 def tiny_model(num_ids: int, **reid) -> JointSearchModel:

@@ -11,18 +11,18 @@ import torch
 from support import TINY_MODEL, TINY_SETS, sgd_steps
 from support import run_cli as run
 
-from psearch.checkpoint import load_checkpoint
+from psearch.core.checkpoint import load_checkpoint
+from psearch.core.errors import PsearchError
 from psearch.data import load_dataset
-from psearch.detector.targets import DetectionTrainSet, collate, identity_table
-from psearch.errors import PsearchError
 from psearch.evaluation import evaluate
-from psearch.inet_losses import EMPTY
 from psearch.joint.config import resolve_joint_config
 from psearch.joint.evaluate import detected_results
 from psearch.joint.inet import DCINetRoIHeads, INetRoIHeads
 from psearch.joint.infer import JointSearcher
 from psearch.joint.model import JointSearchModel
 from psearch.joint.pairs import PairBatchSampler, partners
+from psearch.nn.inet_losses import EMPTY
+from psearch.nn.targets import DetectionTrainSet, collate, identity_table
 
 
 def tiny(model: str, num_ids: int, **reid) -> JointSearchModel:
@@ -120,7 +120,7 @@ def trained_dcinet(cuhk_world, tmp_path_factory):
     for item in TINY_SETS:
         if not item.startswith("reid.queue_size"):
             argv += ["--set", item]
-    from psearch.cli import main
+    from psearch.cli.main import main
     main(argv)
     return out
 

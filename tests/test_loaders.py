@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 import scipy.io
 
+from psearch.core.errors import PsearchError
 from psearch.data import UNLABELED_PID, detect_format, load_dataset
 from psearch.data.folder import write_folder
-from psearch.errors import PsearchError
 
 # --- MATLAB structure builders ---------------------------------------------------------------
 

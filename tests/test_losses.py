@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from psearch.losses import OIMLoss, SoftmaxLoss
+from psearch.nn.losses import OIMLoss, SoftmaxLoss
 
 SCALE = 30.0
 

@@ -9,11 +9,11 @@ import cv2
 import numpy as np
 import pytest
 
-from psearch.cli import main
+from psearch.cli.main import main
+from psearch.core.errors import PsearchError
 from psearch.data import detect_format, load_dataset
 from psearch.data.market import DISTRACTOR_PID, JUNK_PID, parse_name
 from psearch.data.synth import generate_world
-from psearch.errors import PsearchError
 
 
 @pytest.fixture(scope="module")

@@ -9,13 +9,13 @@ import numpy as np
 import pytest
 
 from psearch.baselines import ColorHistogramEmbedder
-from psearch.cli import main
+from psearch.cli.main import main
+from psearch.core.media import read_image
 from psearch.data import load_dataset
 from psearch.data.synth import generate_world
 from psearch.evaluation.market import evaluate_market_dataset
-from psearch.media import read_image
 from psearch.reid.evaluate import evaluate_gt_boxes
-from psearch.training import LAST_NAME
+from psearch.training.loop import LAST_NAME
 
 
 @pytest.fixture(scope="module")
@@ -56,7 +56,7 @@ def test_train_reid_on_market_crops(market_world, tmp_path, capsys):
 
 
 def test_the_search_protocols_refuse_a_crop_set(market_world):
-    from psearch.errors import PsearchError
+    from psearch.core.errors import PsearchError
     from psearch.evaluation import search_protocols
 
     with pytest.raises(PsearchError, match="crop dataset"):

@@ -8,8 +8,8 @@ import re
 import numpy as np
 from tqdm import tqdm
 
-import psearch.progress as progress
-from psearch.progress import LineProgress, progress_bar
+import psearch.core.progress as progress
+from psearch.core.progress import LineProgress, progress_bar
 
 
 class Terminal(io.StringIO):

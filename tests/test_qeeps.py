@@ -11,10 +11,10 @@ import torch
 from support import run_cli
 from torchvision.models import resnet18
 
-from psearch.checkpoint import load_checkpoint, save_checkpoint
+from psearch.core.checkpoint import load_checkpoint, save_checkpoint
+from psearch.core.errors import PsearchError
+from psearch.core.media import read_image
 from psearch.data import load_dataset
-from psearch.detector.c4 import resnet_c4
-from psearch.errors import PsearchError
 from psearch.evaluation import (
     PairResults,
     SearchResults,
@@ -29,7 +29,7 @@ from psearch.joint.model import JointSearchModel
 from psearch.joint.qeeps import QSSE, QSimNet, SiameseTrunk, qrpn_labels, residual, shortcut
 from psearch.joint.qeeps_infer import QEEPSSearcher
 from psearch.joint.qeeps_train import draw_pairs, train_qeeps
-from psearch.media import read_image
+from psearch.nn.c4 import resnet_c4
 
 # An OIM C4 model small enough for a few pair steps in seconds on one core.
 TINY_C4 = {"backbone": "resnet18_c4", "min_size": 96, "max_size": 160, "roi_size": [8, 4],
@@ -121,7 +121,7 @@ def test_pairs_hold_the_person_or_not(cuhk_world) -> None:
 @pytest.fixture(scope="module")
 def oim_checkpoint(cuhk_world, tmp_path_factory):
     """An (untrained) OIM C4 joint checkpoint of the tiny world's identities."""
-    from psearch.detector.targets import identity_table
+    from psearch.nn.targets import identity_table
 
     num_ids = len(identity_table(load_dataset(cuhk_world).train))
     config = resolve_joint_config({"model": TINY_C4, "reid": {"num_ids": num_ids,
@@ -285,10 +285,10 @@ class _FakeScorer:
 
 
 def test_rerank_scores_only_the_faiss_shortlist(tmp_path) -> None:
+    from psearch.core.media import write_image
     from psearch.gallery.rows import Rows
     from psearch.gallery.store import Gallery
-    from psearch.joint.pair_search import rerank_gallery
-    from psearch.media import write_image
+    from psearch.search.pairs import rerank_gallery
 
     rng = np.random.default_rng(0)
     paths = []

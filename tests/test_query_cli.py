@@ -14,9 +14,9 @@ from support import (
     tiny_checkpoint,
 )
 
-from psearch.cli import main
+from psearch.cli.main import main
+from psearch.core.media import read_image
 from psearch.gallery.store import HEADER_NAME, Gallery
-from psearch.media import read_image
 
 
 @pytest.fixture(scope="module")
@@ -83,7 +83,7 @@ def test_query_with_a_crop(world, gallery, capsys, tmp_path):
     path, boxes = images[3]
     x1, y1, x2, y2 = boxes[0].astype(int)
     crop = tmp_path / "crop.png"
-    from psearch.media import write_image
+    from psearch.core.media import write_image
 
     write_image(crop, read_image(path)[y1:y2, x1:x2])
     code, out, err = run_cli(["query", "--gallery", str(gallery), "--crop", str(crop), "--json",
@@ -148,8 +148,8 @@ def test_a_changed_checkpoint_is_refused(world, capsys, tmp_path):
 
 def test_a_gallery_of_another_embedding_size_is_refused(world, capsys, tmp_path):
     root, images, dets, checkpoint, emb = world
+    from psearch.formats.manifest import read_manifest
     from psearch.gallery.rows import Rows
-    from psearch.manifest import read_manifest
 
     rows = Rows.from_manifest(read_manifest(dets))
     header = json.loads((emb / "embeddings.json").read_text())

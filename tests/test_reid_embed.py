@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from support import interrupt_after, run_cli, tiny_checkpoint
 
-from psearch.checkpoint import save_checkpoint
-from psearch.media import read_image
+from psearch.core.checkpoint import save_checkpoint
+from psearch.core.media import read_image
 from psearch.reid import ReidModel
 from psearch.reid.embed import PARTIAL_NAME, PROGRESS_NAME, embed_manifest
 

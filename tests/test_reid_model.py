@@ -5,8 +5,8 @@ import pytest
 import timm
 import torch
 
-from psearch.checkpoint import save_checkpoint
-from psearch.errors import PsearchError
+from psearch.core.checkpoint import save_checkpoint
+from psearch.core.errors import PsearchError
 from psearch.reid import ReidModel
 from psearch.reid.model import build_reid_net, crop_boxes
 

@@ -6,10 +6,10 @@ import numpy as np
 import torch
 from support import run_cli
 
-from psearch.checkpoint import load_checkpoint
+from psearch.core.checkpoint import load_checkpoint
 from psearch.data import load_dataset
-from psearch.losses import OIMLoss
-from psearch.manifest import ManifestWriter, read_manifest
+from psearch.formats.manifest import ManifestWriter, read_manifest
+from psearch.nn.losses import OIMLoss
 from psearch.reid.data import CropDataset, CropStore, IdentityBalancedSampler, build_samples
 from psearch.reid.model import build_reid_net
 

@@ -9,14 +9,14 @@ import numpy as np
 import pytest
 from support import run_cli, tiny_checkpoint
 
+from psearch.core.media import read_image
 from psearch.data import load_dataset
 from psearch.detector.detect import DetectSettings, run_detect
 from psearch.detector.inputs import collect_sources
+from psearch.formats.manifest import read_manifest
 from psearch.gallery.rows import Rows
 from psearch.gallery.sightings import format_time, group_sightings
 from psearch.gallery.store import Gallery
-from psearch.manifest import read_manifest
-from psearch.media import read_image
 
 VIDEO_FPS = 10.0
 
@@ -252,6 +252,8 @@ def test_image_sequence_folder_gives_sightings_with_times(video_world, tmp_path,
     assert sorted((s["start"], s["end"], s["frames"]) for s in top) == [
         ("0:00:00.000", "0:00:00.900", 10), ("0:00:04.000", "0:00:04.900", 10)]
     assert (tmp_path / "sheet.png").is_file()
-    from psearch.media import read_source_frame  # what the sheet draws: the folder's 41st image
+    from psearch.core.media import (
+        read_source_frame,  # what the sheet draws: the folder's 41st image
+    )
 
     np.testing.assert_array_equal(read_source_frame(frames, 40), read_image(frames / "00040.png"))

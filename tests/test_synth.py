@@ -11,12 +11,12 @@ import pytest
 import scipy.io
 from click.testing import CliRunner
 
-from psearch.cli import cli
+from psearch.cli.main import cli
+from psearch.core.errors import PsearchError
 from psearch.data import UNLABELED_PID, detect_format, load_dataset
 from psearch.data.synth import generate_world, make_config, world
 from psearch.data.synth.people import NON_COLOUR_ATTRIBUTES, TWO_COLOUR_PATTERNS
 from psearch.data.synth.world import make_identities, plan_world
-from psearch.errors import PsearchError
 
 COLOUR_ATTRIBUTES = (
     "upper",

@@ -1,4 +1,5 @@
-"""The shared training loop (psearch.training) and the strict config resolver (psearch.config)."""
+"""The shared training loop (psearch.training.loop) and the strict config resolver
+(psearch.core.config)."""
 
 from __future__ import annotations
 
@@ -8,10 +9,10 @@ import pytest
 import torch
 from torch import nn
 
-from psearch.checkpoint import load_checkpoint
-from psearch.config import resolve_config, stage_config
-from psearch.errors import PsearchError
-from psearch.training import fit, prepare_run, warmup_cosine, warmup_step_decay
+from psearch.core.checkpoint import load_checkpoint
+from psearch.core.config import resolve_config, stage_config
+from psearch.core.errors import PsearchError
+from psearch.training.loop import fit, prepare_run, warmup_cosine, warmup_step_decay
 
 
 def test_lr_warms_up_linearly_then_steps_down() -> None:

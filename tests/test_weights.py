@@ -10,8 +10,8 @@ import pytest
 import torch
 from support import run_cli
 
-from psearch.errors import PsearchError
-from psearch.weights import allow_downloads, downloads_allowed, timm_cached_file
+from psearch.core.errors import PsearchError
+from psearch.core.weights import allow_downloads, downloads_allowed, timm_cached_file
 
 TIMM_NAME, TIMM_REPO = "test_resnet", "timm/test_resnet.r160_in1k"
 
@@ -63,7 +63,7 @@ def test_torchvision_weights_need_the_cache_or_download(caches, monkeypatch):
 
 
 def test_offline_download_is_one_error_naming_the_file(caches, monkeypatch):
-    from psearch.weights import fetch
+    from psearch.cli.weights import fetch
 
     def offline(url, dst, *args, **kwargs):
         raise urllib.error.URLError("[Errno -3] Temporary failure in name resolution")

@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 import scipy.io
 
+from psearch.core.errors import PsearchError
 from psearch.data import UNLABELED_PID, load_dataset
 from psearch.data.annotations import ImageRecord, PersonSearchDataset, QueryRecord
 from psearch.data.writers import make_cuhk_protocols, write_cuhk, write_prw
-from psearch.errors import PsearchError
 
 U = UNLABELED_PID
 

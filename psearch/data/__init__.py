@@ -12,6 +12,7 @@ import logging
 import os
 from pathlib import Path
 
+from psearch.core.errors import PsearchError
 from psearch.data.annotations import (
     SPLITS,
     UNLABELED_PID,
@@ -20,7 +21,6 @@ from psearch.data.annotations import (
     PersonSearchDataset,
     QueryRecord,
 )
-from psearch.errors import PsearchError
 
 FORMATS = ("cuhk", "prw", "folder", "market")
 

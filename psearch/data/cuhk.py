@@ -29,6 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
+from psearch.core.errors import PsearchError
 from psearch.data.annotations import (
     UNLABELED_PID,
     GalleryList,
@@ -47,7 +48,6 @@ from psearch.data.matfile import (
     xywh_rows,
     xywh_to_xyxy,
 )
-from psearch.errors import PsearchError
 
 IMAGE_DIR = Path("Image") / "SSM"
 ANNOTATION_DIR = Path("annotation")

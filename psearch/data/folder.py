@@ -57,6 +57,9 @@ from typing import Any
 
 import numpy as np
 
+from psearch.core.errors import PsearchError
+from psearch.core.io import atomic_path, write_text_atomic
+from psearch.core.progress import progress_bar
 from psearch.data.annotations import (
     SPLITS,
     UNLABELED_PID,
@@ -65,9 +68,6 @@ from psearch.data.annotations import (
     PersonSearchDataset,
     QueryRecord,
 )
-from psearch.errors import PsearchError
-from psearch.io import atomic_path, write_text_atomic
-from psearch.progress import progress_bar
 
 ANNOTATIONS_JSON = "annotations.json"
 ANNOTATIONS_CSV = "annotations.csv"

@@ -29,9 +29,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from psearch.core.errors import PsearchError
+from psearch.core.media import IMAGE_SUFFIXES
 from psearch.data.annotations import UNLABELED_PID, ImageRecord, PersonSearchDataset, QueryRecord
-from psearch.errors import PsearchError
-from psearch.media import IMAGE_SUFFIXES
 
 TRAIN_DIR, GALLERY_DIR, QUERY_DIR = "bounding_box_train", "bounding_box_test", "query"
 GT_DIR = "gt_bbox"

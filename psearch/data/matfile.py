@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import scipy.io
 
-from psearch.errors import PsearchError
+from psearch.core.errors import PsearchError
 
 
 def load_mat(path: Path, *variables: str) -> dict[str, np.ndarray]:

@@ -26,10 +26,10 @@ from pathlib import Path
 
 import numpy as np
 
+from psearch.core.errors import PsearchError
+from psearch.core.progress import progress_bar
 from psearch.data.annotations import UNLABELED_PID, ImageRecord, PersonSearchDataset, QueryRecord
 from psearch.data.matfile import load_first_variable, load_mat, strings, xywh_to_xyxy
-from psearch.errors import PsearchError
-from psearch.progress import progress_bar
 
 FRAME_DIR = "frames"
 ANNOTATION_DIR = "annotations"

@@ -18,6 +18,8 @@ from typing import Literal
 import numpy as np
 import scipy.io
 
+from psearch.core.errors import PsearchError
+from psearch.core.io import atomic_path
 from psearch.data.annotations import (
     UNLABELED_PID,
     GalleryList,
@@ -25,8 +27,6 @@ from psearch.data.annotations import (
     PersonSearchDataset,
     QueryRecord,
 )
-from psearch.errors import PsearchError
-from psearch.io import atomic_path
 
 ImageMode = Literal["copy", "link", "skip"]
 """How image files reach the dataset folder: copied, hard-linked (copied across devices), or

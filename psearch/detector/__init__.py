@@ -1,6 +1,6 @@
-"""psearch.detector: the person detector stage (Faster R-CNN, or a HOG baseline).
+"""psearch.detector: the person detector stage (Faster R-CNN).
 
->>> from psearch.detector import load_detector
+>>> from psearch.registry import load_detector
 >>> det = load_detector("runs/det/last.pt", device="cpu")     # or "hog", or a joint model
 >>> [(boxes, scores)] = det.detect([rgb_uint8], score_thresh=0.5)  # [K, 4] x1y1x2y2, [K]
 
@@ -9,13 +9,11 @@ Names are imported lazily, so that the CLI starts without loading torch.
 
 from __future__ import annotations
 
-from psearch.lazy import lazy_getattr
+from psearch.core.lazy import lazy_getattr
 
 _EXPORTS = {
-    "HogDetector": "psearch.detector.inference",
     "PersonDetector": "psearch.detector.inference",
     "build_detector": "psearch.detector.model",
-    "load_detector": "psearch.models",
 }
 __all__ = sorted(_EXPORTS)
 __getattr__ = lazy_getattr(__name__, _EXPORTS)

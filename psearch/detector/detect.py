@@ -2,7 +2,7 @@
 
 Pictures are decoded by a reader thread while the detector runs on batches that span inputs;
 crops are cut by array slicing and encoded by a small thread pool. An input's rows reach the
-manifest (``psearch.manifest.ManifestWriter``) only once all its crops are on disk, so an
+manifest (``psearch.formats.manifest.ManifestWriter``) only once all its crops are on disk, so an
 interrupted run leaves a valid manifest and a rerun skips the inputs already finished.
 """
 
@@ -21,7 +21,9 @@ from typing import Any
 import cv2
 import numpy as np
 
-from psearch.detector.inference import Detector
+from psearch.core.errors import PsearchError
+from psearch.core.io import write_json_atomic
+from psearch.core.progress import progress_bar
 from psearch.detector.inputs import (
     FrameSampling,
     Source,
@@ -29,10 +31,8 @@ from psearch.detector.inputs import (
     iter_pictures,
     video_timing,
 )
-from psearch.errors import PsearchError
-from psearch.io import write_json_atomic
-from psearch.manifest import ManifestWriter
-from psearch.progress import progress_bar
+from psearch.formats.manifest import ManifestWriter
+from psearch.roles import Detector
 
 SETTINGS_NAME = "detect.json"
 CROPS_DIR = "crops"

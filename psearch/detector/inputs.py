@@ -1,6 +1,6 @@
 """What ``psearch detect`` reads: image files, folders of them, video files (sampled frames), and
 image sequences: a folder whose images, sorted by name, are the frames of one camera at a given
-frame rate (``sequence_fps``); its frame ``i`` is its ``i``-th image (``psearch.media``)."""
+frame rate (``sequence_fps``); its frame ``i`` is its ``i``-th image (``psearch.core.media``)."""
 
 from __future__ import annotations
 
@@ -13,8 +13,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from psearch.errors import PsearchError
-from psearch.media import IMAGE_SUFFIXES, VIDEO_SUFFIXES, read_image, sequence_files
+from psearch.core.errors import PsearchError
+from psearch.core.media import IMAGE_SUFFIXES, VIDEO_SUFFIXES, read_image, sequence_files
 
 IMAGE, VIDEO, SEQUENCE = "image", "video", "sequence"
 

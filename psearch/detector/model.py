@@ -8,7 +8,7 @@ split whose layer4 is the RoI head), ``build_anchor_generator`` (upright anchors
 subclass. Every knob comes from the ``model`` section of a config, which travels in the
 checkpoint.
 
-Starting weights (``model.weights``), downloaded only on request (``psearch.weights``):
+Starting weights (``model.weights``), downloaded only on request (``psearch.core.weights``):
 
 - ``null``: from scratch (BatchNorm trains);
 - ``"imagenet"``: torchvision's ImageNet backbone weights, if they are in the torch hub cache;
@@ -46,8 +46,8 @@ from torchvision.models.detection.roi_heads import RoIHeads
 from torchvision.ops import FrozenBatchNorm2d, MultiScaleRoIAlign
 from torchvision.ops.feature_pyramid_network import LastLevelMaxPool
 
-from psearch.detector.c4 import ResNetC4Trunk, resnet_c4
-from psearch.errors import PsearchError
+from psearch.core.errors import PsearchError
+from psearch.nn.c4 import ResNetC4Trunk, resnet_c4
 
 NUM_CLASSES = 2
 """Background and person."""
@@ -113,7 +113,7 @@ def resolve_model_config(cfg: dict[str, Any] | None) -> dict[str, Any]:
 
 
 def _require_cached(weights: Any, what: str) -> Path:
-    from psearch.weights import torchvision_weights  # fetched first only under --download
+    from psearch.core.weights import torchvision_weights  # fetched first only under --download
 
     return torchvision_weights(weights, what)
 

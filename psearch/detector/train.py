@@ -2,7 +2,7 @@
 
 Every box of the train split is a person, labeled identity or not. SGD with momentum, a linear
 warm-up over the first iterations and step decay at given epochs, random horizontal flips,
-gradient-norm clipping, all in the shared loop of ``psearch.training``. After each epoch
+gradient-norm clipping, all in the shared loop of ``psearch.training.loop``. After each epoch
 ``DIR/last.pt`` is written (model, optimizer and scheduler state, the config and a fingerprint of
 the training data; ``train.keep_epochs: true`` keeps ``DIR/epoch_N.pt`` too), so ``resume=True``
 continues exactly where the last finished epoch stopped.
@@ -20,18 +20,18 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-from psearch.config import resolve_config as resolve_config_keys
+from psearch.core.config import resolve_config as resolve_config_keys
+from psearch.core.device import resolve_device
+from psearch.core.errors import PsearchError
+from psearch.core.io import write_json_atomic
+from psearch.core.media import read_image
+from psearch.core.progress import progress_bar
 from psearch.data.annotations import ImageRecord, PersonSearchDataset
 from psearch.detector.inference import PersonDetector
 from psearch.detector.model import build_detector, resolve_model_config
-from psearch.detector.targets import DetectionTrainSet
-from psearch.detector.targets import collate as _collate
-from psearch.device import resolve_device
-from psearch.errors import PsearchError
-from psearch.io import write_json_atomic
-from psearch.media import read_image
-from psearch.progress import progress_bar
-from psearch.training import (
+from psearch.nn.targets import DetectionTrainSet
+from psearch.nn.targets import collate as _collate
+from psearch.training.loop import (
     LAST_NAME,
     SGD_TRAIN_DEFAULTS,
     fit,

@@ -21,8 +21,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from psearch.core.errors import PsearchError
 from psearch.data.annotations import PersonSearchDataset
-from psearch.errors import PsearchError
 from psearch.evaluation.metrics import DET_THRESH
 from psearch.evaluation.protocols import QueryGallery, iter_query_galleries
 from psearch.evaluation.results import SearchResults, group_by_gallery

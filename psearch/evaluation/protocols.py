@@ -15,8 +15,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from psearch.core.errors import PsearchError
 from psearch.data.annotations import UNLABELED_PID, GalleryList, PersonSearchDataset
-from psearch.errors import PsearchError
 
 FULL_SET_BASE = 50
 """The CUHK-SYSU protocol whose lists start the full-set galleries (as in the reference code)."""

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 
-from psearch.io import write_json_atomic
+from psearch.core.io import write_json_atomic
 
 
 def _pct(value: float) -> str:

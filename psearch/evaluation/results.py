@@ -34,9 +34,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from psearch.core.errors import PsearchError
+from psearch.core.io import atomic_path
 from psearch.data.annotations import PersonSearchDataset
-from psearch.errors import PsearchError
-from psearch.io import atomic_path
 
 RESULTS_VERSION = 1
 REQUIRED_ARRAYS = ("image_names", "det_image", "boxes", "scores")

@@ -24,8 +24,9 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
+from psearch.core.errors import PsearchError
+from psearch.core.progress import progress_bar
 from psearch.data.annotations import PersonSearchDataset
-from psearch.errors import PsearchError
 from psearch.evaluation.metrics import (
     DET_THRESH,
     average_precision_sorted,
@@ -39,7 +40,6 @@ from psearch.evaluation.results import (
     as_results,
     group_by_gallery,
 )
-from psearch.progress import progress_bar
 
 TOPK = (1, 5, 10)
 QUERY_CHUNK = 256

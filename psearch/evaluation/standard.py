@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from psearch.core.errors import PsearchError
 from psearch.data.annotations import PersonSearchDataset
-from psearch.errors import PsearchError
 from psearch.evaluation.detection import evaluate_detection
 from psearch.evaluation.metrics import DET_THRESH
 from psearch.evaluation.protocols import FULL_SET_BASE, is_cuhk

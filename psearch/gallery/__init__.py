@@ -10,12 +10,12 @@ Submodules are imported lazily so that the CLI starts without loading FAISS.
 
 from __future__ import annotations
 
-from psearch.lazy import lazy_getattr
+from psearch.core.lazy import lazy_getattr
 
 _EXPORTS = {
     "Gallery": "psearch.gallery.store",
     "Match": "psearch.gallery.store",
-    "PersonSearch": "psearch.gallery.search",
+    "PersonSearch": "psearch.search.person_search",
     "Rows": "psearch.gallery.rows",
     "Sighting": "psearch.gallery.sightings",
     "index_embeddings": "psearch.gallery.build",

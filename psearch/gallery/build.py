@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from psearch.errors import PsearchError
+from psearch.core.errors import PsearchError
 from psearch.gallery.index import DEFAULT_TARGET_RECALL
 from psearch.gallery.inputs import load_gallery_input, new_rows
 from psearch.gallery.store import Gallery, is_gallery

@@ -15,8 +15,8 @@ import math
 import faiss
 import numpy as np
 
-from psearch.errors import PsearchError
-from psearch.progress import progress_bar
+from psearch.core.errors import PsearchError
+from psearch.core.progress import progress_bar
 
 INDEX_KINDS = ("auto", "flat", "ivf", "ivfpq", "hnsw")
 AUTO_FLAT_MAX_ROWS = 100_000

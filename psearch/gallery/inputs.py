@@ -14,9 +14,9 @@ from pathlib import Path
 
 import numpy as np
 
-from psearch.errors import PsearchError
+from psearch.core.errors import PsearchError
+from psearch.formats.manifest import Manifest, read_manifest
 from psearch.gallery.rows import Rows
-from psearch.manifest import Manifest, read_manifest
 
 EMBEDDINGS_NPY = "embeddings.npy"
 EMBEDDINGS_JSON = "embeddings.json"

@@ -14,9 +14,9 @@ from pathlib import Path
 
 import numpy as np
 
-from psearch.errors import PsearchError
-from psearch.io import atomic_path
-from psearch.manifest import Manifest
+from psearch.core.errors import PsearchError
+from psearch.core.io import atomic_path
+from psearch.formats.manifest import Manifest
 
 ROW_ARRAYS = ("sources", "source_ids", "frames", "boxes", "scores", "crops", "times", "source_fps",
               "source_steps")

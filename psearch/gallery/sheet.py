@@ -17,11 +17,11 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from psearch.errors import PsearchError
+from psearch.core.errors import PsearchError
+from psearch.core.io import atomic_path, write_text_atomic
+from psearch.core.media import read_source_frame
+from psearch.gallery.matches import Match
 from psearch.gallery.sightings import Sighting, format_time
-from psearch.gallery.store import Match
-from psearch.io import atomic_path, write_text_atomic
-from psearch.media import read_source_frame
 
 TILE_W, TILE_H, CAPTION_H, MARGIN, COLUMNS = 240, 180, 40, 8, 6
 BACKGROUND, TILE_BACKGROUND = (255, 255, 255), (64, 64, 64)

@@ -19,8 +19,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from psearch.gallery.matches import Match
 from psearch.gallery.rows import Rows
-from psearch.gallery.store import Match
 
 DEFAULT_GAP_S = 2.0
 """Seconds between two matched frames of one video that still count as one sighting."""

@@ -19,18 +19,18 @@ from __future__ import annotations
 import json
 import os
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import faiss
 import numpy as np
 
-from psearch import __version__
-from psearch.errors import PsearchError
+from psearch.core.errors import PsearchError
+from psearch.core.io import atomic_path, write_json_atomic
+from psearch.core.version import __version__
 from psearch.gallery import index as ix
+from psearch.gallery.matches import Match
 from psearch.gallery.rows import Rows
-from psearch.io import atomic_path, write_json_atomic
 
 if TYPE_CHECKING:
     from psearch.gallery.sightings import Sighting
@@ -38,34 +38,6 @@ if TYPE_CHECKING:
 HEADER_NAME = "gallery.json"
 GALLERY_FORMAT = "psearch-gallery"
 GALLERY_VERSION = 1
-
-
-@dataclass
-class Match:
-    """One search result: the gallery detection at ``rank`` (1-based) with similarity ``score``.
-
-    box: float32 [4] (x1, y1, x2, y2) in pixels of ``source`` (frame ``frame`` of a video, -1
-    for an image); ``crop``: the detection's crop JPEG ('' if none); ``row``: the FAISS id.
-    """
-
-    rank: int
-    score: float
-    source: str
-    frame: int
-    box: np.ndarray
-    crop: str
-    det_score: float
-    row: int
-
-    @property
-    def where(self) -> str:
-        """``source`` for an image, ``source:frame`` for a video frame."""
-        return self.source if self.frame < 0 else f"{self.source}:{self.frame}"
-
-    def to_dict(self) -> dict:
-        return {"rank": self.rank, "score": round(self.score, 6), "source": self.source,
-                "frame": self.frame, "box": [round(float(v), 2) for v in self.box],
-                "crop": self.crop, "det_score": round(self.det_score, 5), "row": self.row}
 
 
 def normalized(vectors: np.ndarray, what: str = "embeddings") -> np.ndarray:

@@ -7,7 +7,7 @@
 Layout: ``config`` (defaults, strict resolution), ``roi_heads`` (``PersonSearchRoIHeads``:
 torchvision's RoI heads + an embedding head and an identity loss), ``model``
 (``JointSearchModel``; ``build_joint_model`` picks it or ``alignps.AlignPS``, the anchor-free
-model), ``train`` (through ``psearch.training.fit``), ``infer``
+model), ``train`` (through ``psearch.training.loop.fit``), ``infer``
 (``JointSearcher``: the Detector and Embedder roles), ``evaluate``, ``embed`` (gallery
 embeddings: ``detect --embed``, ``embed`` on full frames), ``commands``. Names are imported
 lazily, so that the CLI starts without loading torch.
@@ -15,7 +15,7 @@ lazily, so that the CLI starts without loading torch.
 
 from __future__ import annotations
 
-from psearch.lazy import lazy_getattr
+from psearch.core.lazy import lazy_getattr
 
 _EXPORTS = {
     "AlignPS": "psearch.joint.alignps",

@@ -14,7 +14,7 @@ feature:
   feature map; FCOS's towers (``FCOSHead``: 4 convs + GroupNorm, focal classification,
   GIoU regression normalised by the stride, centre-ness on the regression tower, centre
   sampling radius 1.5) read it;
-- **TOIM** (``psearch.losses.TOIMLoss``): at every positive location (centre sampling assigns a
+- **TOIM** (``psearch.nn.losses.TOIMLoss``): at every positive location (centre sampling assigns a
   location to the smallest box whose centre region holds it; ``AlignPSHead`` keeps these
   matches, so the location inherits that box's person id) the L2-normalised feature enters
   OIM (lookup table + queue) and a batch-hard triplet over the batch and the table rows.
@@ -58,7 +58,7 @@ from torchvision.ops import boxes as box_ops
 
 from psearch.detector.model import build_backbone
 from psearch.joint.roi_heads import BACKGROUND_PID
-from psearch.losses import build_loss
+from psearch.nn.losses import build_loss
 
 
 class DeformableConv3x3(nn.Module):

@@ -10,11 +10,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from psearch.config import resolve_config
+from psearch.core.config import resolve_config
+from psearch.core.errors import PsearchError
 from psearch.detector.model import resolve_model_config
-from psearch.errors import PsearchError
-from psearch.inet_losses import PAIR_LOSSES
-from psearch.training import SGD_TRAIN_DEFAULTS
+from psearch.nn.inet_losses import PAIR_LOSSES
+from psearch.training.loop import SGD_TRAIN_DEFAULTS
 
 CHECKPOINT_KIND = "joint"
 MODELS = ("oim", "inet", "dcinet", "alignps")
@@ -28,9 +28,9 @@ DEFAULT_REID_CONFIG: dict[str, Any] = {
     "model": "oim",  # the joint model: oim (Xiao et al. 2017), inet, dcinet (psearch.joint.inet),
     #                  alignps (psearch.joint.alignps)
     "dim": 256,  # embedding size (L2-normalised); alignps: the width of its fused feature map
-    "loss": None,  # oim: oim|softmax|toim (psearch.losses); inet/dcinet: olp+hep|olp+c2hep|olp|hep|
-    #                c2hep (psearch.inet_losses); alignps: toim|oim; None: oim, olp+hep (inet),
-    #                olp+c2hep (dcinet), toim (alignps)
+    "loss": None,  # oim: oim|softmax|toim (psearch.nn.losses); inet/dcinet: olp+hep|olp+c2hep|
+    #                olp|hep|c2hep (psearch.nn.inet_losses); alignps: toim|oim;
+    #                None: oim, olp+hep (inet), olp+c2hep (dcinet), toim (alignps)
     "num_ids": None,  # labeled training identities (from the data)
     "queue_size": 5000,  # OIM: circular queue of unlabeled people
     "scale": 30.0,  # OIM: cosine logits x scale (1 / temperature)

@@ -18,17 +18,17 @@ from typing import Any
 
 import numpy as np
 
+from psearch.core.errors import PsearchError
+from psearch.core.io import file_sha256, save_npy_atomic, write_json_atomic
+from psearch.core.progress import progress_bar
 from psearch.detector.inputs import IMAGE, FrameSampling, Source, iter_pictures
-from psearch.errors import PsearchError
-from psearch.io import file_sha256, save_npy_atomic, write_json_atomic
-from psearch.manifest import (
+from psearch.formats.manifest import (
     MANIFEST_NAME,
     Manifest,
     manifest_dir,
     read_finished_sources,
     read_manifest,
 )
-from psearch.progress import progress_bar
 
 EMBEDDINGS_NAME = "embeddings.npy"
 META_NAME = "embeddings.json"

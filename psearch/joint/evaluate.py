@@ -12,13 +12,13 @@ from typing import Any
 
 import numpy as np
 
+from psearch.core.media import read_image
+from psearch.core.progress import progress_bar
 from psearch.data.annotations import PersonSearchDataset
 from psearch.evaluation import evaluate
 from psearch.evaluation.detection import DET_THRESH
 from psearch.evaluation.results import SearchResults
 from psearch.joint.infer import JointSearcher
-from psearch.media import read_image
-from psearch.progress import progress_bar
 
 IMAGES_PER_CHUNK = 16
 

@@ -27,8 +27,8 @@ from torchvision.models.detection.roi_heads import fastrcnn_loss
 from torchvision.ops import MultiScaleRoIAlign
 from torchvision.ops import boxes as box_ops
 
-from psearch.inet_losses import PairCriterion
 from psearch.joint.roi_heads import BACKGROUND_PID, EmbeddingHead, PersonSearchRoIHeads
+from psearch.nn.inet_losses import PairCriterion
 
 
 def dictionary_size(reid: dict[str, Any], rois_per_image: int) -> int:

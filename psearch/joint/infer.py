@@ -16,12 +16,13 @@ from typing import Any
 import numpy as np
 import torch
 
-from psearch.checkpoint import load_checkpoint
-from psearch.detector.inference import detection_limits, image_tensors
-from psearch.device import resolve_device
-from psearch.errors import PsearchError
+from psearch.core.checkpoint import load_checkpoint
+from psearch.core.device import resolve_device
+from psearch.core.errors import PsearchError
+from psearch.detector.inference import detection_limits
 from psearch.joint.config import CHECKPOINT_KIND, resolve_joint_config
 from psearch.joint.model import JointModel, build_joint_model
+from psearch.nn.images import image_tensors
 
 LOSS_PREFIX = "roi_heads.criterion."
 """State-dict keys of the identity loss (OIM table and queue): training state only."""
@@ -36,7 +37,7 @@ class JointSearcher:
     """Inference wrapper of a joint model (``JointModel``: ``JointSearchModel`` or ``AlignPS``;
     eval mode, no gradients, numpy in/out).
 
-    Plays both roles of ``psearch.models``: ``Detector`` and (frame-based) ``Embedder``.
+    Plays both roles of ``psearch.registry``: ``Detector`` and (frame-based) ``Embedder``.
     """
 
     frame_based = True
@@ -55,7 +56,7 @@ class JointSearcher:
                         batch_size: int = 8, payload: dict[str, Any] | None = None
                         ) -> JointSearcher:
         """Rebuild from a ``psearch train-joint`` checkpoint (no weight files needed);
-        ``payload``: the checkpoint already loaded (``psearch.models`` passes it)."""
+        ``payload``: the checkpoint already loaded (``psearch.registry`` passes it)."""
         if payload is None or payload.get("kind") != CHECKPOINT_KIND:
             payload = load_checkpoint(path, kind=CHECKPOINT_KIND)
         config = resolve_joint_config(payload["config"])

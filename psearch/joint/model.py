@@ -22,7 +22,7 @@ from psearch.detector.model import build_detector
 from psearch.joint.config import PAIR_MODELS
 from psearch.joint.inet import pair_roi_heads_factory
 from psearch.joint.roi_heads import EmbeddingHead, PersonSearchRoIHeads
-from psearch.losses import build_loss
+from psearch.nn.losses import build_loss
 
 
 def head_width(box_head: nn.Module) -> int:

@@ -12,8 +12,8 @@ from collections.abc import Iterator, Sequence
 import numpy as np
 from torch.utils.data import Sampler
 
+from psearch.core.errors import PsearchError
 from psearch.data.annotations import UNLABELED_PID
-from psearch.errors import PsearchError
 
 
 def partners(pids: Sequence[np.ndarray]) -> list[np.ndarray]:

@@ -32,9 +32,9 @@ from torchvision.ops import MultiScaleRoIAlign, box_iou
 from torchvision.ops import boxes as box_ops
 from torchvision.ops.misc import FrozenBatchNorm2d
 
-from psearch.detector.c4 import ResNetC4Trunk
-from psearch.errors import PsearchError
+from psearch.core.errors import PsearchError
 from psearch.joint.model import JointSearchModel
+from psearch.nn.c4 import ResNetC4Trunk
 
 GATE_BIAS = 4.0
 """Initial bias of the gates' last layer: sigmoid(4) ~ 0.98, so a fresh QEEPS starts as its OIM

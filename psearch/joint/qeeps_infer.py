@@ -16,13 +16,13 @@ from typing import Any
 import numpy as np
 import torch
 
-from psearch.boxes import check_box
-from psearch.checkpoint import load_checkpoint
-from psearch.detector.inference import image_tensors
-from psearch.device import resolve_device
-from psearch.errors import PsearchError
+from psearch.core.boxes import check_box
+from psearch.core.checkpoint import load_checkpoint
+from psearch.core.device import resolve_device
+from psearch.core.errors import PsearchError
 from psearch.joint.infer import LOSS_PREFIX
 from psearch.joint.qeeps_train import CHECKPOINT_KIND, build_qeeps, resolve_qeeps_config
+from psearch.nn.images import image_tensors
 
 PairDetections = list[tuple[np.ndarray, np.ndarray, np.ndarray]]
 """Per gallery image: boxes float32 [K, 4], detector scores float32 [K], match scores

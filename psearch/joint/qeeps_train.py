@@ -1,5 +1,5 @@
 """QEEPS fine-tuning (``psearch train-joint --model qeeps --init OIM.pt``) through the shared
-loop (``psearch.training.fit``).
+loop (``psearch.training.loop.fit``).
 
 A QEEPS config is the OIM checkpoint's ``model`` and ``reid`` sections (the architecture it
 extends) plus its own ``qeeps`` (``DEFAULT_QEEPS_CONFIG``) and ``train`` sections
@@ -24,21 +24,21 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from psearch.checkpoint import load_checkpoint
-from psearch.config import resolve_config
+from psearch.core.checkpoint import load_checkpoint
+from psearch.core.config import resolve_config
+from psearch.core.device import resolve_device
+from psearch.core.errors import PsearchError
+from psearch.core.io import write_json_atomic
+from psearch.core.media import read_image
 from psearch.data.annotations import UNLABELED_PID, ImageRecord, PersonSearchDataset
-from psearch.detector.targets import DetectionTrainSet, pid_classes
 from psearch.detector.train import data_fingerprint
-from psearch.device import resolve_device
-from psearch.errors import PsearchError
-from psearch.io import write_json_atomic
 from psearch.joint.config import CHECKPOINT_KIND as JOINT_KIND
 from psearch.joint.config import resolve_joint_config
 from psearch.joint.model import JointSearchModel
 from psearch.joint.qeeps import DEFAULT_QEEPS_CONFIG, QEEPSModel
 from psearch.joint.train import check_training_data
-from psearch.media import read_image
-from psearch.training import LAST_NAME, fit, prepare_run, sgd_optimizer, step_decay_schedule
+from psearch.nn.targets import DetectionTrainSet, pid_classes
+from psearch.training.loop import LAST_NAME, fit, prepare_run, sgd_optimizer, step_decay_schedule
 
 CHECKPOINT_KIND = "qeeps"
 METRICS_NAME = "metrics.json"

@@ -37,7 +37,7 @@ class EmbeddingHead(nn.Module):
 class PersonSearchRoIHeads(RoIHeads):
     """``RoIHeads`` whose detections carry ``"embeddings"`` [K, dim] (unit norm) and whose
     training adds ``loss_reid`` = ``reid_weight * criterion(embeddings, ids)`` over the
-    foreground RoIs (``criterion``: e.g. ``psearch.losses.OIMLoss``; unlabeled ids are -1).
+    foreground RoIs (``criterion``: e.g. ``psearch.nn.losses.OIMLoss``; unlabeled ids are -1).
     """
 
     def __init__(self, *args, embedding_head: nn.Module, criterion: nn.Module | None = None,

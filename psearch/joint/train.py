@@ -1,5 +1,5 @@
 """Training of a joint model (``psearch train-joint``) through the shared loop
-(``psearch.training.fit``).
+(``psearch.training.loop.fit``).
 
 Every box of the train split is a person for the detector; labeled boxes are identities for the
 identity loss (class ``k`` = the k-th labeled pid, sorted; OIM: unlabeled ones enter its queue).
@@ -23,19 +23,19 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-from psearch.checkpoint import load_checkpoint
+from psearch.core.checkpoint import load_checkpoint
+from psearch.core.device import resolve_device
+from psearch.core.errors import PsearchError
+from psearch.core.io import write_json_atomic
 from psearch.data.annotations import PersonSearchDataset
-from psearch.detector.targets import DetectionTrainSet, collate, identity_table
 from psearch.detector.train import data_fingerprint
-from psearch.device import resolve_device
-from psearch.errors import PsearchError
-from psearch.io import write_json_atomic
 from psearch.joint.config import CHECKPOINT_KIND, resolve_joint_config
 from psearch.joint.evaluate import evaluate_joint
 from psearch.joint.infer import JointSearcher
 from psearch.joint.model import build_joint_model
 from psearch.joint.pairs import PairBatchSampler
-from psearch.training import LAST_NAME, fit, prepare_run, sgd_optimizer, step_decay_schedule
+from psearch.nn.targets import DetectionTrainSet, collate, identity_table
+from psearch.training.loop import LAST_NAME, fit, prepare_run, sgd_optimizer, step_decay_schedule
 
 METRICS_NAME = "metrics.json"
 

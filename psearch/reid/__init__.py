@@ -6,7 +6,7 @@ without importing torch/timm).
 
 from __future__ import annotations
 
-from psearch.lazy import lazy_getattr
+from psearch.core.lazy import lazy_getattr
 
 _EXPORTS = {"ReidModel": "psearch.reid.model"}
 __all__ = sorted(_EXPORTS)

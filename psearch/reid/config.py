@@ -1,7 +1,7 @@
 """The re-ID stage's config: every key and its default live in ``psearch/configs/reid_cpu.yaml``.
 
 Presets and user files are read on top of those defaults; a key the defaults do not have is a
-one-line error (``psearch.config.resolve_config``).
+one-line error (``psearch.core.config.resolve_config``).
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import functools
 from pathlib import Path
 from typing import Any
 
-from psearch.config import load_config, resolve_config, stage_config
+from psearch.core.config import load_config, resolve_config, stage_config
 
 DEFAULT_PRESET = "reid_cpu"
 

@@ -21,10 +21,10 @@ from torch.utils.data import Dataset, Sampler
 from torchvision.ops import box_iou
 from torchvision.transforms import v2
 
+from psearch.core.errors import PsearchError
+from psearch.core.media import read_image
 from psearch.data.annotations import UNLABELED_PID, ImageRecord
-from psearch.errors import PsearchError
-from psearch.manifest import Manifest
-from psearch.media import read_image
+from psearch.formats.manifest import Manifest
 from psearch.reid.model import resize_crop
 
 CONTEXT = 0.15
@@ -137,7 +137,7 @@ class CropStore:
             with ThreadPoolExecutor(threads) as pool:
                 decoded = pool.map(self._image_regions, used)
                 if progress:
-                    from psearch.progress import progress_bar
+                    from psearch.core.progress import progress_bar
 
                     decoded = progress_bar(decoded, total=len(used), desc="caching crops",
                                            unit="img")

@@ -29,11 +29,11 @@ from typing import Any
 
 import numpy as np
 
-from psearch.errors import PsearchError
-from psearch.io import file_sha256, write_json_atomic
-from psearch.manifest import MANIFEST_NAME, Manifest, manifest_dir, read_manifest
-from psearch.media import read_image
-from psearch.progress import progress_bar
+from psearch.core.errors import PsearchError
+from psearch.core.io import file_sha256, write_json_atomic
+from psearch.core.media import read_image
+from psearch.core.progress import progress_bar
+from psearch.formats.manifest import MANIFEST_NAME, Manifest, manifest_dir, read_manifest
 from psearch.reid.model import ReidModel, resize_crops
 
 EMBEDDINGS_NAME = "embeddings.npy"

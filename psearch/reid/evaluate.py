@@ -13,10 +13,10 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from psearch.core.media import read_image
+from psearch.core.progress import progress_bar
 from psearch.data.annotations import PersonSearchDataset
 from psearch.evaluation.results import SearchResults
-from psearch.media import read_image
-from psearch.progress import progress_bar
 from psearch.reid.model import crop_boxes
 
 IMAGES_PER_CHUNK = 32

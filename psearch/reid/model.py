@@ -19,9 +19,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from psearch.checkpoint import load_checkpoint
-from psearch.device import resolve_device
-from psearch.errors import PsearchError
+from psearch.core.checkpoint import load_checkpoint
+from psearch.core.device import resolve_device
+from psearch.core.errors import PsearchError
 from psearch.reid.config import model_config
 
 CHECKPOINT_KIND = "reid"
@@ -40,7 +40,7 @@ def create_backbone(cfg: dict[str, Any], pretrained: bool | None = None) -> nn.M
     use_pretrained = bool(cfg.get("pretrained") or file) if pretrained is None else pretrained
     kwargs = dict(cfg.get("timm_kwargs") or {})
     if use_pretrained and not file:
-        from psearch.weights import timm_weights  # the cached file; fetched with --download
+        from psearch.core.weights import timm_weights  # the cached file; fetched with --download
 
         file = timm_weights(name)
     if use_pretrained and file:

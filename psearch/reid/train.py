@@ -1,7 +1,7 @@
 """``psearch train-reid``: train the re-ID embedding on ground-truth (and detected) train crops.
 
 The output directory holds ``last.pt`` (the checkpoint, rewritten atomically after every epoch
-by the shared loop of ``psearch.training``: config, network weights, the loss state, i.e. the
+by the shared loop of ``psearch.training.loop``: config, network weights, the loss state, i.e. the
 OIM lookup table and queue or the softmax classifier, optimizer and schedule state, the epoch and
 the history), ``best.pt`` (the epoch with the best test mAP so far) and ``history.json``
 (per-epoch loss and test-split evaluation with ground-truth boxes).
@@ -17,12 +17,12 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
+from psearch.core.device import resolve_device
+from psearch.core.errors import PsearchError
+from psearch.core.io import write_json_atomic
 from psearch.data.annotations import PersonSearchDataset
-from psearch.device import resolve_device
-from psearch.errors import PsearchError
-from psearch.io import write_json_atomic
-from psearch.losses import build_loss
-from psearch.manifest import Manifest
+from psearch.formats.manifest import Manifest
+from psearch.nn.losses import build_loss
 from psearch.reid.config import resolve_reid_config
 from psearch.reid.data import (
     CropDataset,
@@ -37,7 +37,7 @@ from psearch.reid.model import (
     ReidModel,
     build_reid_net,
 )
-from psearch.training import LAST_NAME, fit, prepare_run, warmup_cosine
+from psearch.training.loop import LAST_NAME, fit, prepare_run, warmup_cosine
 
 HISTORY_NAME = "history.json"
 

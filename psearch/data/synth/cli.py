@@ -7,8 +7,8 @@ from pathlib import Path
 
 import click
 
+from psearch.core.errors import PsearchError
 from psearch.data.synth.world import FORMATS, PRESETS, generate_world
-from psearch.errors import PsearchError
 
 SUMMARY_COLUMNS = ("images", "boxes", "labeled_boxes", "unlabeled_boxes", "identities", "queries")
 

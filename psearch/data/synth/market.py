@@ -25,11 +25,11 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from psearch.core.errors import PsearchError
+from psearch.core.io import atomic_path
+from psearch.core.media import read_image
 from psearch.data.annotations import UNLABELED_PID, ImageRecord, PersonSearchDataset
 from psearch.data.market import DISTRACTOR_PID, GALLERY_DIR, JUNK_PID, QUERY_DIR, TRAIN_DIR
-from psearch.errors import PsearchError
-from psearch.io import atomic_path
-from psearch.media import read_image
 
 SCENE_DIR = "scenes.tmp"
 """Scratch folder (under the output) for the rendered scenes."""

@@ -21,6 +21,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from psearch.core.errors import PsearchError
+from psearch.core.io import atomic_path, write_json_atomic
+from psearch.core.progress import progress_bar
 from psearch.data.annotations import UNLABELED_PID, ImageRecord, PersonSearchDataset, QueryRecord
 from psearch.data.synth.people import (
     VIEWS,
@@ -39,9 +42,6 @@ from psearch.data.synth.scenes import (
     random_prop,
 )
 from psearch.data.writers import make_cuhk_protocols, write_cuhk, write_prw
-from psearch.errors import PsearchError
-from psearch.io import atomic_path, write_json_atomic
-from psearch.progress import progress_bar
 
 FORMATS = ("cuhk", "prw", "market")
 SUMMARY_FILE = "synth_summary.json"

@@ -8,7 +8,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from psearch.errors import PsearchError
+from psearch.core.errors import PsearchError
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".m4v", ".webm", ".mpg", ".mpeg")

@@ -15,12 +15,12 @@ from typing import Any
 
 import numpy as np
 
+from psearch.core.errors import PsearchError
+from psearch.core.media import read_image
+from psearch.core.progress import progress_bar
 from psearch.data.annotations import PersonSearchDataset
-from psearch.errors import PsearchError
 from psearch.evaluation import SearchResults
 from psearch.gallery.store import Gallery
-from psearch.media import read_image
-from psearch.progress import progress_bar
 
 
 def gallery_results(gallery: Gallery, dataset: PersonSearchDataset, embedder: Any,

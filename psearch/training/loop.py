@@ -32,9 +32,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from psearch.checkpoint import load_checkpoint, save_checkpoint
-from psearch.errors import PsearchError
-from psearch.progress import progress_bar
+from psearch.core.checkpoint import load_checkpoint, save_checkpoint
+from psearch.core.errors import PsearchError
+from psearch.core.progress import progress_bar
 
 LAST_NAME = "last.pt"
 BEST_NAME = "best.pt"

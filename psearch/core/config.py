@@ -15,9 +15,9 @@ from typing import Any
 
 import yaml
 
-from psearch.errors import PsearchError
+from psearch.core.errors import PsearchError
 
-PRESET_DIR = Path(__file__).parent / "configs"
+PRESET_DIR = Path(__file__).resolve().parent.parent / "configs"
 
 
 def preset_names(prefix: str = "") -> list[str]:

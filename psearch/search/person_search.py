@@ -6,7 +6,7 @@
 >>> sightings = ps.sightings("q.jpg", box=(x1, y1, x2, y2))          # videos: list[Sighting]
 
 The embedder is the one recorded in the gallery (its checkpoint must still have the same
-sha256); pass ``embedder=`` any ``psearch.models.Embedder`` of the same embedding size to use
+sha256); pass ``embedder=`` any ``psearch.roles.Embedder`` of the same embedding size to use
 another one.
 """
 
@@ -19,12 +19,12 @@ from typing import Any
 
 import numpy as np
 
-from psearch.boxes import ImageLike, as_rgb, check_box, check_boxes, crop_box
-from psearch.errors import PsearchError
+from psearch.core.boxes import ImageLike, as_rgb, check_box, check_boxes, crop_box
+from psearch.core.errors import PsearchError
+from psearch.core.io import file_sha256
 from psearch.gallery.sightings import Sighting
 from psearch.gallery.store import Gallery, Match
-from psearch.io import file_sha256
-from psearch.models import load_embedder as load_model_embedder
+from psearch.registry import load_embedder as load_model_embedder
 
 __all__ = ["PersonSearch", "load_gallery_embedder"]
 

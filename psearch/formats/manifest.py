@@ -36,8 +36,8 @@ from pathlib import Path
 
 import numpy as np
 
-from psearch.errors import PsearchError
-from psearch.io import atomic_path
+from psearch.core.errors import PsearchError
+from psearch.core.io import atomic_path
 
 MANIFEST_NAME = "manifest.csv"
 SOURCES_NAME = "sources.csv"

@@ -12,8 +12,8 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from psearch.core.media import read_image
 from psearch.data.annotations import UNLABELED_PID, ImageRecord
-from psearch.media import read_image
 
 
 def identity_table(records: list[ImageRecord]) -> np.ndarray:

@@ -16,8 +16,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from psearch.core.errors import PsearchError
 from psearch.data.annotations import UNLABELED_PID
-from psearch.errors import PsearchError
 
 
 class OIMLoss(nn.Module):

@@ -1,4 +1,4 @@
-"""Click commands of this stage, registered on the ``psearch`` group by ``psearch.cli``."""
+"""Click commands of this stage, registered on the ``psearch`` group by ``psearch.cli.main``."""
 
 from __future__ import annotations
 

@@ -19,9 +19,9 @@ from typing import Any
 import click
 import numpy as np
 
-from psearch.config import load_config
-from psearch.errors import PsearchError
-from psearch.io import write_json_atomic
+from psearch.core.config import load_config
+from psearch.core.errors import PsearchError
+from psearch.core.io import write_json_atomic
 
 WORLD_FORMAT = "cuhk"
 DEMO_REID_EPOCHS = 80
@@ -40,19 +40,19 @@ def run_demo(out: str | Path, preset: str = "ci", seed: int = 0, device: str = "
     """
     from psearch.data import load_dataset
     from psearch.data.synth import generate_world
-    from psearch.detector import load_detector
     from psearch.detector.detect import run_detect
     from psearch.detector.inputs import collect_sources
     from psearch.detector.train import LAST_NAME, METRICS_NAME, train_detector
     from psearch.evaluation import evaluate, format_report, write_report_json
+    from psearch.formats.manifest import read_manifest
     from psearch.gallery import index_embeddings
-    from psearch.gallery.evaluate import gallery_results
-    from psearch.gallery.search import PersonSearch
-    from psearch.manifest import read_manifest
+    from psearch.registry import load_detector
     from psearch.reid import ReidModel
     from psearch.reid.config import reid_config
     from psearch.reid.embed import embed_manifest
     from psearch.reid.train import HISTORY_NAME, train_reid
+    from psearch.search.evaluate import gallery_results
+    from psearch.search.person_search import PersonSearch
 
     out = Path(out)
     paths = {name: out / name for name in

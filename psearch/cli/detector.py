@@ -1,10 +1,10 @@
-"""Click commands of this stage, registered on the ``psearch`` group by ``psearch.cli``."""
+"""Click commands of this stage, registered on the ``psearch`` group by ``psearch.cli.main``."""
 
 from __future__ import annotations
 
 import click
 
-from psearch.errors import PsearchError
+from psearch.core.errors import PsearchError
 
 DEVICE_HELP = "cpu, cuda or cuda:N; default: cuda when available"
 
@@ -44,10 +44,10 @@ def train_detector_command(data_root: str, fmt: str, out_dir: str, config_name: 
     fetches them first if missing):
       psearch train-detector --data CUHK-SYSU/ --config detector_cuhk --out runs/det --device cuda
     """
-    from psearch.config import apply_overrides, load_config
+    from psearch.core.config import apply_overrides, load_config
+    from psearch.core.weights import allow_downloads
     from psearch.data import load_dataset
     from psearch.detector.train import resolve_config, train_detector
-    from psearch.weights import allow_downloads
 
     if resume and overrides:
         raise PsearchError("--resume uses the checkpoint's config; --set is not allowed with it")
@@ -117,7 +117,7 @@ def detect_command(inputs: tuple[str, ...], weights: str, out_dir: str, recursiv
     """
     from psearch.detector.detect import DetectSettings, run_detect
     from psearch.detector.inputs import collect_sources
-    from psearch.models import load_detector
+    from psearch.registry import load_detector
 
     if fps is not None and every != 1:
         raise PsearchError("--every and --fps are alternatives; give one of them")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from psearch.errors import PsearchError
+from psearch.core.errors import PsearchError
 
 
 def resolve_device(device: str | torch.device | None) -> torch.device:

@@ -1,10 +1,10 @@
-"""Click commands of the joint track, registered on the ``psearch`` group by ``psearch.cli``."""
+"""Click commands of the joint track, registered on the ``psearch`` group by psearch.cli.main."""
 
 from __future__ import annotations
 
 import click
 
-from psearch.errors import PsearchError
+from psearch.core.errors import PsearchError
 
 DEVICE_HELP = "cpu, cuda or cuda:N; default: cuda when available"
 
@@ -65,7 +65,7 @@ def train_joint_command(model_name: str, data_root: str, fmt: str, out_dir: str,
       psearch train-joint --model oim --config joint_oim_c4_cpu --data world/ --out runs/oim
       psearch train-joint --model qeeps --init runs/oim/last.pt --data world/ --out runs/qeeps
     """
-    from psearch.config import apply_overrides, load_config
+    from psearch.core.config import apply_overrides, load_config
     from psearch.data import load_dataset
     from psearch.joint.config import resolve_joint_config
     from psearch.joint.train import train_joint
@@ -99,7 +99,7 @@ def train_joint_command(model_name: str, data_root: str, fmt: str, out_dir: str,
 def _train_qeeps(data_root: str, fmt: str, out_dir: str, config_name: str | None,
                  overrides: tuple[str, ...], epochs: int | None, init: str | None,
                  device: str | None, resume: bool) -> None:
-    from psearch.config import apply_overrides, load_config
+    from psearch.core.config import apply_overrides, load_config
     from psearch.data import load_dataset
     from psearch.joint.qeeps_train import train_qeeps
 

@@ -12,13 +12,13 @@ import click
 import cv2
 import numpy as np
 
+from psearch.core.errors import PsearchError
+from psearch.core.progress import progress_bar
 from psearch.data import FORMATS, UNLABELED_PID, PersonSearchDataset, detect_format, load_dataset
 from psearch.data.annotations import ImageRecord
 from psearch.data.folder import check_output_dir, write_folder
 from psearch.data.market import DISTRACTOR_PID
 from psearch.data.synth.cli import synth_command
-from psearch.errors import PsearchError
-from psearch.progress import progress_bar
 
 DEFAULT_GALLERY_SIZES = (50, 100)
 """TestG sizes built by ``convert --to cuhk`` for a source without protocols (if they fit)."""

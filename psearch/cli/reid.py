@@ -58,10 +58,10 @@ def train_reid_command(data_root: Path, fmt: str, out: Path, preset: str,
       psearch train-reid --data CUHK/ --config reid_cuhk --pretrained --download --out runs/r50
       psearch train-reid --data Market-1501/ --format market --out runs/reid-market
     """
+    from psearch.core.weights import allow_downloads
     from psearch.data import load_dataset
-    from psearch.manifest import read_manifest
+    from psearch.formats.manifest import read_manifest
     from psearch.reid.train import train_reid
-    from psearch.weights import allow_downloads
 
     extra = [f"train.epochs={epochs}"] if epochs else []
     extra += [f"loss.name={loss}"] if loss else []
@@ -102,7 +102,7 @@ def embed_command(weights: Path, manifest_path: Path, out: Path, batch_size: int
     Example:
       psearch embed --weights runs/reid/last.pt --manifest dets/ --out emb/
     """
-    from psearch.models import load_embedder
+    from psearch.registry import load_embedder
     from psearch.reid.embed import embed_manifest
 
     model = load_embedder(weights, device=device, batch_size=batch_size)

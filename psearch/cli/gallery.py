@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from psearch.errors import PsearchError
+from psearch.core.errors import PsearchError
 
 INDEX_CHOICES = ("auto", "flat", "ivf", "ivfpq", "hnsw")
 
@@ -134,7 +134,7 @@ def query_command(gallery_dir: Path | None, image: Path | None, boxes: tuple[str
     checkpoint (an error if its sha256 changed).
     """
     if weights is not None or rerank is not None:
-        from psearch.joint.pair_search import query_pairs
+        from psearch.search.pairs import query_pairs
 
         query_pairs(gallery_dir=gallery_dir, image=image, boxes=boxes, crop=crop, top_k=top_k,
                     as_json=as_json, show=show, device=device, checkpoint=checkpoint,
@@ -147,10 +147,10 @@ def query_command(gallery_dir: Path | None, image: Path | None, boxes: tuple[str
         raise PsearchError("--in and --fps apply to --weights (pair-by-pair search)")
     import numpy as np
 
-    from psearch.boxes import check_box, crop_box
-    from psearch.gallery.search import PersonSearch
+    from psearch.core.boxes import check_box, crop_box
+    from psearch.core.media import read_image
     from psearch.gallery.sheet import write_sheet
-    from psearch.media import read_image
+    from psearch.search.person_search import PersonSearch
 
     if (image is None) == (crop is None):
         raise PsearchError("give either --image with --box, or --crop")
@@ -255,8 +255,8 @@ def evaluate_gallery_command(gallery_dir: Path, data_root: Path, fmt: str,
     from psearch.data import load_dataset
     from psearch.evaluation import evaluate, format_report, write_report_json
     from psearch.evaluation import save_results as save_npz
-    from psearch.gallery.evaluate import gallery_results
-    from psearch.gallery.search import PersonSearch
+    from psearch.search.evaluate import gallery_results
+    from psearch.search.person_search import PersonSearch
 
     dataset = load_dataset(data_root, fmt)
     ps = PersonSearch(gallery_dir, device=device, checkpoint=checkpoint)

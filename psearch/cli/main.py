@@ -12,17 +12,17 @@ import sys
 import click
 
 from psearch import __version__
-from psearch.errors import PsearchError
+from psearch.core.errors import PsearchError
 
 STAGE_COMMAND_MODULES = (
-    "psearch.data.commands",
-    "psearch.evaluation.commands",
-    "psearch.detector.commands",
-    "psearch.reid.commands",
-    "psearch.joint.commands",
-    "psearch.gallery.commands",
-    "psearch.demo",
-    "psearch.weights",
+    "psearch.cli.data",
+    "psearch.cli.evaluation",
+    "psearch.cli.detector",
+    "psearch.cli.reid",
+    "psearch.cli.joint",
+    "psearch.cli.gallery",
+    "psearch.pipeline.demo",
+    "psearch.cli.weights",
 )
 
 

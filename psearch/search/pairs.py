@@ -16,9 +16,9 @@ from typing import Any
 
 import numpy as np
 
-from psearch.errors import PsearchError
-from psearch.models import PairScorer
-from psearch.progress import progress_bar
+from psearch.core.errors import PsearchError
+from psearch.core.progress import progress_bar
+from psearch.roles import PairScorer
 
 Picture = tuple[str, int, np.ndarray]
 """(source path, frame index or -1, RGB uint8 [H, W, 3])."""
@@ -33,7 +33,7 @@ def format_seconds(seconds: float) -> str:
 def rank_hits(found: Iterable[tuple[str, int, tuple[np.ndarray, np.ndarray, np.ndarray]]],
               top_k: int) -> list[Any]:
     """``Match`` list of the ``top_k`` best detections over all pictures, by match score."""
-    from psearch.gallery.store import Match
+    from psearch.gallery.matches import Match
 
     rows = [(float(sim), source, frame, box, float(det))
             for source, frame, (boxes, dets, sims) in found
@@ -119,7 +119,7 @@ def rerank_gallery(ps: Any, scorer: PairScorer, query: np.ndarray, box: Any, top
                    log: Callable[[str], None] | None = None) -> list[Any]:
     """Re-score the ``top_n`` pictures of the FAISS shortlist of ``ps`` (a ``PersonSearch``)
     with the query-guided ``scorer``: ``top_n`` pairs per query, whatever the gallery size."""
-    from psearch.media import read_source_frame
+    from psearch.core.media import read_source_frame
 
     if top_n < 1:
         raise PsearchError("--rerank-top must be at least 1")
@@ -140,9 +140,9 @@ def query_pairs(*, gallery_dir: Any, image: Any, boxes: tuple[str, ...], crop: A
 
     import click
 
-    from psearch.boxes import check_box, crop_box
-    from psearch.media import read_image
-    from psearch.models import load_pair_scorer
+    from psearch.core.boxes import check_box, crop_box
+    from psearch.core.media import read_image
+    from psearch.registry import load_pair_scorer
 
     if weights is not None and rerank is not None:
         raise PsearchError("give --weights (search footage pair by pair) or --rerank (re-score "
@@ -168,7 +168,7 @@ def query_pairs(*, gallery_dir: Any, image: Any, boxes: tuple[str, ...], crop: A
                                  log=log)
         searched = f"{len(sources)} input(s), pair by pair"
     else:
-        from psearch.gallery.search import PersonSearch
+        from psearch.search.person_search import PersonSearch
 
         ps = PersonSearch(gallery_dir, device=device, checkpoint=checkpoint)
         matches = rerank_gallery(ps, scorer, picture, box, rerank_top, top_k, log=log)

@@ -1,8 +1,6 @@
 """Load any psearch checkpoint by its kind, for the role it is asked to play.
 
-Three roles, each a small protocol: a ``Detector`` finds people in images; an ``Embedder``
-turns the people at given boxes of an image into unit-norm vectors; a ``PairScorer`` (QEEPS)
-searches a query in gallery images pair by pair. A checkpoint records its ``kind``
+The roles are the protocols of ``psearch.roles``. A checkpoint records its ``kind``
 ("detector", "reid", "joint", ...); the registry maps (kind, role) to the loader that rebuilds
 the model, so ``psearch detect``, ``embed``, ``query`` and ``PersonSearch`` accept every kind
 that can play their role (a joint model plays both).
@@ -18,14 +16,10 @@ from __future__ import annotations
 
 import importlib
 import os
-from typing import Any, Protocol, runtime_checkable
+from typing import Any
 
-import numpy as np
-
-from psearch.errors import PsearchError
-
-Detections = list[tuple[np.ndarray, np.ndarray]]
-"""Per image: boxes float32 [K, 4] (x1, y1, x2, y2) and scores float32 [K], best first."""
+from psearch.core.errors import PsearchError
+from psearch.roles import Detector, Embedder, PairScorer
 
 HOG_NAME = "hog"
 """``--weights hog``: OpenCV's HOG people detector, which needs no checkpoint."""
@@ -40,53 +34,37 @@ _LOADERS: dict[tuple[str, str], str] = {
     ("qeeps", "pairs"): "psearch.joint.qeeps_infer:QEEPSSearcher.from_checkpoint",
 }
 
-
-@runtime_checkable
-class Detector(Protocol):
-    """Finds people: RGB uint8 images [H, W, 3] -> per image (boxes [K, 4], scores [K])."""
-
-    def detect(self, images: list[np.ndarray], score_thresh: float = 0.5,
-               max_detections: int | None = None) -> Detections: ...
-
-    def describe(self) -> dict[str, Any]: ...
+_NAMED: dict[tuple[str, str], str] = {
+    (HOG_NAME, "detect"): "psearch.baselines.hog:HogDetector.from_name",
+}
+"""Models chosen by name instead of a checkpoint file (``--weights hog``)."""
 
 
-@runtime_checkable
-class Embedder(Protocol):
-    """Embeds people: the boxes [N, 4] of an RGB uint8 image -> float32 [N, dim], unit norm.
-
-    Crop-based embedders (the cascade's re-ID network) also offer ``embed_crops(crops)``;
-    frame-based ones (joint models) need the whole image.
-    """
-
-    dim: int
-
-    def embed_boxes(self, image: np.ndarray, boxes: np.ndarray) -> np.ndarray: ...
-
-    def describe(self) -> dict[str, Any]: ...
-
-
-@runtime_checkable
-class PairScorer(Protocol):
-    """Searches one query in gallery images pair by pair (query-guided models such as QEEPS):
-    per gallery image boxes [K, 4], detector scores [K] and match scores [K], best first."""
-
-    def search_pairs(self, query: np.ndarray, box: Any, galleries: list[np.ndarray]
-                     ) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]: ...
-
-    def describe(self) -> dict[str, Any]: ...
-
-
-def register(kind: str, role: str, target: str) -> None:
-    """Let checkpoints of ``kind`` play ``role`` through ``target`` ("module:attr.path")."""
+def register(kind: str, role: str, target: str, named: bool = False) -> None:
+    """Let checkpoints of ``kind`` play ``role`` through ``target`` ("module:attr.path");
+    ``named=True``: ``kind`` is a name that needs no checkpoint (like "hog"), and the target is
+    called as ``target(device=..., **options)``."""
     if role not in ROLES:
         raise ValueError(f"role {role!r}: expected one of {', '.join(ROLES)}")
-    _LOADERS[(kind, role)] = target
+    (_NAMED if named else _LOADERS)[(kind, role)] = target
+
+
+def _resolve(target: str) -> Any:
+    module_name, _, attr = target.partition(":")
+    loader: Any = importlib.import_module(module_name)
+    for part in attr.split("."):
+        loader = getattr(loader, part)
+    return loader
 
 
 def load_model(path: str | os.PathLike, role: str, device: Any = "auto", **options: Any) -> Any:
-    """The model in checkpoint ``path`` ready for ``role``; a one-line error if it cannot."""
-    from psearch.checkpoint import load_checkpoint
+    """The model in checkpoint ``path`` (or a registered name such as "hog") ready for
+    ``role``; a one-line error if it cannot."""
+    from psearch.core.checkpoint import load_checkpoint
+
+    named = _NAMED.get((str(path).lower(), role))
+    if named is not None:
+        return _resolve(named)(device=device, **options)
 
     payload = load_checkpoint(path)
     kind = payload.get("kind")
@@ -96,20 +74,13 @@ def load_model(path: str | os.PathLike, role: str, device: Any = "auto", **optio
         verb = {"pairs": "search query-gallery pairs"}.get(role, role)
         raise PsearchError(f"{path}: a {kind!r} checkpoint cannot {verb} (checkpoints that "
                            f"can: {', '.join(able)})")
-    module_name, _, attr = target.partition(":")
-    loader: Any = importlib.import_module(module_name)
-    for part in attr.split("."):
-        loader = getattr(loader, part)
-    return loader(path, device=device, payload=payload, **options)
+    return _resolve(target)(path, device=device, payload=payload, **options)
 
 
 def load_detector(weights: str | os.PathLike, device: Any = "auto", **options: Any) -> Detector:
     """``"hog"``: the HOG baseline; else any checkpoint that can detect (detector, joint)."""
-    if str(weights).lower() == HOG_NAME:
-        from psearch.detector.inference import HogDetector
-
-        return HogDetector(**{k: v for k, v in options.items() if k == "upscale"})
-    options.pop("upscale", None)
+    if str(weights).lower() != HOG_NAME:
+        options.pop("upscale", None)  # HOG's only option
     return load_model(weights, "detect", device, **options)
 
 

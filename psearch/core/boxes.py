@@ -10,8 +10,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from psearch.errors import PsearchError
-from psearch.media import read_image
+from psearch.core.errors import PsearchError
+from psearch.core.media import read_image
 
 ImageLike = str | os.PathLike | np.ndarray
 """An image path or an RGB uint8 array [H, W, 3]."""

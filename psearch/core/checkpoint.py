@@ -18,8 +18,8 @@ from typing import Any
 
 import torch
 
-from psearch.errors import PsearchError
-from psearch.io import atomic_path
+from psearch.core.errors import PsearchError
+from psearch.core.io import atomic_path
 
 CHECKPOINT_FORMAT = "psearch-checkpoint"
 CHECKPOINT_VERSION = 1

@@ -2,7 +2,7 @@
 Networks", TPAMI): the on-line pairing loss (OLP) against a feature dictionary, the hard example
 priority softmax (HEP) and its class-centre variant (C2HEP), and the criterion that combines them.
 
-Imports torch only, like ``psearch.losses`` (OIM), beside which it sits. Features are the
+Imports torch only, like ``psearch.nn.losses`` (OIM), beside which it sits. Features are the
 256-d embeddings; labels int64 are identity classes ``0 .. C-1`` and ``UNLABELED_PID`` (-1) for
 unlabeled people; ``images`` int64 says which image of the batch each feature comes from.
 

@@ -1,0 +1,1 @@
+"""The files that join the stages: the detection manifest and the embeddings."""

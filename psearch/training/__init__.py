@@ -1,0 +1,1 @@
+"""Training: the shared loop (``psearch.training.loop``) every trainer runs in."""
