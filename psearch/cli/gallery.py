@@ -175,7 +175,7 @@ def query_command(gallery_dir: Path | None, image: Path | None, boxes: tuple[str
     ps = PersonSearch(gallery_dir, device=device, checkpoint=checkpoint)
     # The boxes are checked once above; embed them (or the crop) and search in one batch.
     embeddings = (ps.embedder.embed_boxes(picture, np.stack(query_boxes)) if crop is None
-                  else ps.embedder.embed_crops([picture]))
+                  else ps.embed(picture))
     grouped = ps.gallery.rows.has_video and not per_frame
     results = (ps.search_sightings(embeddings, top_k, gap) if grouped
                else ps.search(embeddings, top_k))
