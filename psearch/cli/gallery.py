@@ -119,11 +119,12 @@ def parse_box(text: str) -> tuple[float, ...]:
               help="A query-guided checkpoint (qeeps) that re-scores the gallery's shortlist.")
 @click.option("--rerank-top", type=click.IntRange(min=1), default=50, show_default=True,
               help="With --rerank: gallery pictures of the FAISS shortlist to re-score.")
+@quiet_option()
 def query_command(gallery_dir: Path | None, image: Path | None, boxes: tuple[str, ...],
                   crop: Path | None, top_k: int, as_json: bool, show: Path | None, device: str,
                   checkpoint: Path | None, per_frame: bool, gap: float | None,
                   weights: Path | None, inputs: tuple[Path, ...], fps: float | None,
-                  rerank: Path | None, rerank_top: int) -> None:
+                  rerank: Path | None, rerank_top: int, quiet: bool) -> None:
     """Find the person at --box of --image (or in --crop) in a gallery.
 
     \b
@@ -146,7 +147,8 @@ def query_command(gallery_dir: Path | None, image: Path | None, boxes: tuple[str
         query_pairs(gallery_dir=gallery_dir, image=image, boxes=boxes, crop=crop, top_k=top_k,
                     as_json=as_json, show=show, device=device, checkpoint=checkpoint,
                     weights=weights, inputs=inputs, fps=fps, rerank=rerank,
-                    rerank_top=rerank_top, parse_box=parse_box, format_table=format_table)
+                    rerank_top=rerank_top, parse_box=parse_box, format_table=format_table,
+                    progress=not quiet)
         return
     if gallery_dir is None:
         raise PsearchError("give --gallery (or --weights QEEPS.pt with --in footage)")
