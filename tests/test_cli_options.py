@@ -204,3 +204,21 @@ def test_readme_command_lines_parse():
             continue
         except click.ClickException as exc:
             pytest.fail(f"README: {line!r}: {exc.format_message()}")
+
+
+@pytest.mark.parametrize("flag", [[], ["--download"]])
+def test_train_joint_download_opens_the_download_policy(flag, cuhk_world, tmp_path, monkeypatch):
+    import psearch.joint.train as joint_train
+    from psearch.cli.main import main
+    from psearch.core.weights import downloads_allowed
+
+    seen = {}
+
+    def fake_train(dataset, config, out_dir, **kwargs):
+        seen.update(kwargs, allowed=downloads_allowed())
+        return {"train_seconds": 0.0}
+
+    monkeypatch.setattr(joint_train, "train_joint", fake_train)
+    main(["train-joint", "--data", str(cuhk_world), "--out", str(tmp_path / "run"), "-q", *flag])
+    assert seen["allowed"] is bool(flag) and seen["progress"] is False
+    assert seen["device"] == "auto"
