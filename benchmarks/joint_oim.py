@@ -71,7 +71,7 @@ def build_world(fmt: str, args: argparse.Namespace, env: dict[str, str], log,
     stages.command("index", ["index", "--manifest", dets, "--embeddings", dets, "--out", gallery],
                     lambda: (gallery / "gallery.json").is_file())
     stages.command("evaluate gallery", ["evaluate-gallery", "--gallery", gallery, "--data", world,
-                                         "--format", fmt, "--json", root / "gallery_eval.json"],
+                                         "--format", fmt, "--out", root / "gallery_eval.json"],
                     lambda: (root / "gallery_eval.json").is_file())
     return {"root": root, "run": run, "dataset": dataset, "stages": stages, "dets": dets,
             "gallery": gallery}

@@ -48,6 +48,6 @@ def test_data_info_and_evaluate_load_no_torch(cuhk_world, tmp_path) -> None:
         features=feats[:len(boxes)], query_features=feats[len(boxes):])
     save_results(tmp_path / "r.npz", results)
     code, heavy = modules_after(["evaluate", "--data", str(cuhk_world), "--results",
-                                 str(tmp_path / "r.npz"), "--json", str(tmp_path / "e.json")])
+                                 str(tmp_path / "r.npz"), "--out", str(tmp_path / "e.json")])
     assert (code, heavy) == (0, set())
     assert json.loads((tmp_path / "e.json").read_text())  # the report was written

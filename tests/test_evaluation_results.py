@@ -138,7 +138,7 @@ def test_evaluate_command_prints_table_and_writes_json(tmp_path, folder_dataset,
     )
     save_results(tmp_path / "R.npz", results)
     main(["evaluate", "--data", str(folder_dataset), "--results", str(tmp_path / "R.npz"),
-          "--json", str(tmp_path / "eval.json")])  # fmt: skip
+          "--out", str(tmp_path / "eval.json")])  # fmt: skip
     out, err = capsys.readouterr()
     # all cameras: ranking 0.8 (no), 0.6 (yes) with d.jpg undetected: AP = 1/2 * 1/2
     assert "| all-cameras | 25.0 | 0.0 | 100.0 | 100.0 | 1 |" in out

@@ -60,7 +60,7 @@ def test_evaluate_command_on_the_cuhk_world(cuhk_world, tmp_path, capsys):
     results.scores[results.features @ results.query_features[0] > 0.5] = 0.0
     save_results(tmp_path / "R.npz", results)
     main(["evaluate", "--data", str(cuhk_world), "--results", str(tmp_path / "R.npz"),
-          "--gallery-size", "20", "--json", str(tmp_path / "eval.json")])  # fmt: skip
+          "--gallery-sizes", "20", "--out", str(tmp_path / "eval.json")])  # fmt: skip
     out = capsys.readouterr().out
     report = json.loads((tmp_path / "eval.json").read_text())
     n = len(dataset.queries)

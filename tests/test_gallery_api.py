@@ -53,6 +53,31 @@ def test_query_accepts_arrays_crops_and_several_boxes(world):
     assert [ms[0].row for ms in per_box] == [6, 7, 8]
 
 
+class BoxesOnly:
+    """A custom embedder with only what ``PersonSearch`` documents: ``dim`` + ``embed_boxes``."""
+
+    def __init__(self) -> None:
+        self.inner = ColorHistogramEmbedder()
+        self.dim = self.inner.dim
+        self.seen: list[np.ndarray] = []
+
+    def embed_boxes(self, image: np.ndarray, boxes: np.ndarray) -> np.ndarray:
+        self.seen.append(np.asarray(boxes))
+        return self.inner.embed_boxes(image, boxes)
+
+
+def test_an_embedder_with_only_embed_boxes_can_query_a_crop(world):
+    tmp_path, images, _ = world
+    path, boxes = images[2]
+    rgb = read_image(path)
+    x1, y1, x2, y2 = boxes[0].astype(int)
+    embedder = BoxesOnly()
+    ps = PersonSearch(tmp_path / "gallery", embedder=embedder)
+    matches = ps.query(rgb[y1:y2, x1:x2], top_k=3)
+    assert matches[0].row == 6
+    np.testing.assert_array_equal(embedder.seen[-1], [[0, 0, x2 - x1, y2 - y1]])
+
+
 def test_the_embedder_must_match_the_gallery_size(world):
     tmp_path, _, _ = world
     with pytest.raises(PsearchError, match="768"):

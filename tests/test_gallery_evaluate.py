@@ -87,7 +87,7 @@ def test_evaluate_gallery_command_writes_the_report(dataset, tmp_path, capsys):
     emb = embeddings_dir(tmp_path / "emb", dets, tiny_checkpoint(tmp_path / "reid.pt"), images)
     main(["index", "--embeddings", str(emb), "--out", str(tmp_path / "g")])
     main(["evaluate-gallery", "--gallery", str(tmp_path / "g"), "--data", str(dataset.root),
-          "--json", str(tmp_path / "eval.json"), "--save-results", str(tmp_path / "r.npz"),
+          "--out", str(tmp_path / "eval.json"), "--save-results", str(tmp_path / "r.npz"),
           "--device", "cpu"])
     report = json.loads((tmp_path / "eval.json").read_text())
     assert report["search"]["all-cameras"]["queries"] == 5

@@ -13,8 +13,15 @@ import cv2
 import numpy as np
 
 from psearch.core.errors import PsearchError
+from psearch.core.options import (
+    format_option,
+    gallery_sizes_option,
+    json_option,
+    quiet_option,
+    seed_option,
+)
 from psearch.core.progress import progress_bar
-from psearch.data import FORMATS, UNLABELED_PID, PersonSearchDataset, detect_format, load_dataset
+from psearch.data import UNLABELED_PID, PersonSearchDataset, detect_format, load_dataset
 from psearch.data.annotations import ImageRecord
 from psearch.data.folder import check_output_dir, write_folder
 from psearch.data.market import DISTRACTOR_PID
@@ -23,7 +30,6 @@ from psearch.data.synth.cli import synth_command
 DEFAULT_GALLERY_SIZES = (50, 100)
 """TestG sizes built by ``convert --to cuhk`` for a source without protocols (if they fit)."""
 
-FORMAT_CHOICE = click.Choice(["auto", *FORMATS])
 WRITE_FORMATS = ("cuhk", "prw", "folder")
 """Formats ``convert`` writes (scene datasets; Market-1501 crops come from ``psearch synth``)."""
 
@@ -53,12 +59,13 @@ def split_counts(
     }
 
 
-def protocol_stats(dataset: PersonSearchDataset) -> dict[str, dict[str, float]]:
+def protocol_stats(dataset: PersonSearchDataset,
+                   progress: bool = True) -> dict[str, dict[str, float]]:
     """Per CUHK gallery size: queries, gallery images per query (min/mean/max), positives."""
     stats = {}
     sizes = list(dataset.cuhk_protocols)
-    for size in progress_bar(sizes, desc="reading protocols", unit="protocol", enabled=None,
-                             leave=False):
+    for size in progress_bar(sizes, desc="reading protocols", unit="protocol",
+                             enabled=None if progress else False, leave=False):
         galleries = dataset.cuhk_protocols[size]
         lengths = np.array([len(g) for g in galleries], dtype=np.int64)
         positives = np.array(
@@ -75,7 +82,8 @@ def protocol_stats(dataset: PersonSearchDataset) -> dict[str, dict[str, float]]:
     return stats
 
 
-def decode_images(dataset: PersonSearchDataset, workers: int) -> dict[str, Any]:
+def decode_images(dataset: PersonSearchDataset, workers: int,
+                  progress: bool = True) -> dict[str, Any]:
     """Decode every image; count unreadable ones and boxes reaching outside their image."""
     records = [*dataset.train, *dataset.gallery, *dataset.query_images]
 
@@ -90,7 +98,7 @@ def decode_images(dataset: PersonSearchDataset, workers: int) -> dict[str, Any]:
                 total=len(records),
                 desc="decoding",
                 unit="image",
-                enabled=None,
+                enabled=None if progress else False,
             )
         )
     unreadable, partly, outside = [], 0, 0
@@ -111,7 +119,8 @@ def decode_images(dataset: PersonSearchDataset, workers: int) -> dict[str, Any]:
     }
 
 
-def describe(dataset: PersonSearchDataset, fmt: str, notes: list[str]) -> dict[str, Any]:
+def describe(dataset: PersonSearchDataset, fmt: str, notes: list[str],
+             progress: bool = True) -> dict[str, Any]:
     """Everything ``data info`` reports, as plain data."""
     return {
         "root": str(dataset.root),
@@ -120,7 +129,7 @@ def describe(dataset: PersonSearchDataset, fmt: str, notes: list[str]) -> dict[s
         "train": split_counts(dataset.train, crops=dataset.crops),
         "test": split_counts(dataset.gallery, len(dataset.queries), dataset.crops),
         "query_identities": len({q.pid for q in dataset.queries}),
-        "protocols": protocol_stats(dataset),
+        "protocols": protocol_stats(dataset, progress),
         "crops": dataset.crops,
         "notes": notes,
     }
@@ -166,15 +175,8 @@ def data() -> None:
 
 @data.command("info")
 @click.argument("root", type=click.Path(path_type=Path))
-@click.option(
-    "--format",
-    "fmt",
-    type=FORMAT_CHOICE,
-    default="auto",
-    show_default=True,
-    help="Dataset format; auto detects it from the files present.",
-)
-@click.option("--json", "as_json", is_flag=True, help="Print one JSON object (for programs).")
+@format_option()
+@json_option()
 @click.option(
     "--check-images",
     is_flag=True,
@@ -187,7 +189,9 @@ def data() -> None:
     show_default=True,
     help="Threads decoding images for --check-images.",
 )
-def info_command(root: Path, fmt: str, as_json: bool, check_images: bool, workers: int) -> None:
+@quiet_option()
+def info_command(root: Path, fmt: str, as_json: bool, check_images: bool, workers: int,
+                 quiet: bool) -> None:
     """Count images, boxes, identities and queries per split of the dataset at ROOT.
 
     \b
@@ -199,9 +203,9 @@ def info_command(root: Path, fmt: str, as_json: bool, check_images: bool, worker
     notes: list[str] = []
     fmt = _resolve_format(root, fmt)
     dataset = load_dataset(root, fmt, notes)
-    info = describe(dataset, fmt, notes)
+    info = describe(dataset, fmt, notes, progress=not quiet)
     if check_images:
-        info["image_check"] = decode_images(dataset, workers)
+        info["image_check"] = decode_images(dataset, workers, progress=not quiet)
     if as_json:
         click.echo(json.dumps(info, indent=2))
     else:
@@ -214,36 +218,26 @@ def info_command(root: Path, fmt: str, as_json: bool, check_images: bool, worker
 @data.command("convert")
 @click.argument("root", type=click.Path(path_type=Path))
 @click.argument("out", type=click.Path(path_type=Path))
-@click.option(
-    "--format",
-    "fmt",
-    type=FORMAT_CHOICE,
-    default="auto",
-    show_default=True,
-    help="Format of ROOT; auto detects it.",
-)
+@format_option()
 @click.option(
     "--to", "to", type=click.Choice(WRITE_FORMATS), required=True, help="Format to write."
 )
 @click.option(
     "--link", is_flag=True, help="Hard-link images instead of copying them (copies across devices)."
 )
-@click.option(
-    "--gallery-sizes",
-    default=None,
-    metavar="N,N,...",
-    help="CUHK galleries to keep from ROOT's TestG files, or to build when ROOT has "
-    "none (--to cuhk; default 50,100 where the test split is large enough).",
+@gallery_sizes_option(
+    "CUHK galleries to keep from ROOT's TestG files, or to build when ROOT has "
+    "none (--to cuhk; default 50,100 where the test split is large enough)."
 )
-@click.option(
-    "--seed",
-    type=int,
-    default=0,
-    show_default=True,
-    help="Seed of the distractors of built galleries.",
-)
+@seed_option("Seed of the distractors of built galleries.")
 def convert_command(
-    root: Path, out: Path, fmt: str, to: str, link: bool, gallery_sizes: str | None, seed: int
+    root: Path,
+    out: Path,
+    fmt: str,
+    to: str,
+    link: bool,
+    gallery_sizes: tuple[int, ...] | None,
+    seed: int,
 ) -> None:
     """Convert the dataset at ROOT into a new folder OUT in another format.
 
@@ -266,7 +260,7 @@ def convert_command(
                            "person-search format")
     for note in source_notes:
         click.echo(f"note: {note}", err=True)
-    sizes = _parse_sizes(gallery_sizes)
+    sizes = list(gallery_sizes) if gallery_sizes else None
     if dataset.cuhk_protocols and sizes is not None:
         missing = [n for n in sizes if n not in dataset.cuhk_protocols]
         if missing:
@@ -332,18 +326,6 @@ def fitting_gallery_sizes(
 
 def _resolve_format(root: Path, fmt: str) -> str:
     return detect_format(root) if fmt == "auto" else fmt
-
-
-def _parse_sizes(text: str | None) -> list[int] | None:
-    if text is None:
-        return None
-    try:
-        sizes = [int(v) for v in text.split(",") if v.strip()]
-    except ValueError:
-        raise PsearchError(f"--gallery-sizes: expected numbers like 50,100, got {text!r}") from None
-    if not sizes or min(sizes) < 1:
-        raise PsearchError(f"--gallery-sizes: expected positive numbers like 50,100, got {text!r}")
-    return sizes
 
 
 COMMANDS: list[click.Command] = [data, synth_command]

@@ -2,36 +2,43 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import click
 
 from psearch.core.errors import PsearchError
-
-DEVICE_HELP = "cpu, cuda or cuda:N; default: cuda when available"
+from psearch.core.options import (
+    config_option,
+    device_option,
+    download_option,
+    format_option,
+    out_option,
+    quiet_option,
+    resume_option,
+    score_thresh_option,
+    set_option,
+    weights_option,
+)
 
 
 @click.command("train-detector")
 @click.option("--data", "data_root", required=True, type=click.Path(file_okay=False),
               help="Dataset root folder.")
-@click.option("--format", "fmt", default="auto", show_default=True,
-              type=click.Choice(["auto", "cuhk", "prw", "folder"]), help="Dataset format.")
-@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False),
-              help="Run folder: last.pt (each epoch), metrics.json.")
-@click.option("--config", "config_name", default="detector_cpu", show_default=True,
-              help="Preset name (detector_cpu, detector_cuhk, detector_prw) or a YAML file.")
-@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
-              help="Override a config value, e.g. --set train.lr=0.01 (repeatable).")
+@format_option()
+@out_option("Run folder: last.pt (each epoch), metrics.json.", name="out_dir")
+@config_option("detector_cpu",
+               "Preset name (detector_cpu, detector_cuhk, detector_prw) or a YAML file.")
+@set_option()
 @click.option("--epochs", type=click.IntRange(min=1), default=None,
               help="Number of epochs (overrides train.epochs; with --resume, the new total).")
-@click.option("--device", default=None, help=DEVICE_HELP)
-@click.option("--resume", is_flag=True,
-              help="Continue DIR/last.pt (same data required; its config is used).")
+@device_option()
+@resume_option()
 @click.option("--no-eval", is_flag=True, help="Skip the detection AP/recall on the test split.")
-@click.option("--download", is_flag=True,
-              help="Let torchvision/timm download missing pretrained weights (needs network; "
-                   "never without this flag).")
-def train_detector_command(data_root: str, fmt: str, out_dir: str, config_name: str,
-                           overrides: tuple[str, ...], epochs: int | None, device: str | None,
-                           resume: bool, no_eval: bool, download: bool) -> None:
+@download_option()
+@quiet_option()
+def train_detector_command(data_root: str, fmt: str, out_dir: Path, config_name: str,
+                           overrides: tuple[str, ...], epochs: int | None, device: str,
+                           resume: bool, no_eval: bool, download: bool, quiet: bool) -> None:
     """Train the Faster R-CNN person detector on a person-search dataset.
 
     Trains on every box of the train split, writes a checkpoint per epoch and, at the end, the
@@ -55,7 +62,7 @@ def train_detector_command(data_root: str, fmt: str, out_dir: str, config_name: 
     dataset = load_dataset(data_root, fmt)
     with allow_downloads(download):
         metrics = train_detector(dataset, config, out_dir, device=device, resume=resume,
-                                 epochs=epochs, evaluate=not no_eval)
+                                 epochs=epochs, evaluate=not no_eval, progress=not quiet)
     click.echo(f"checkpoint: {out_dir}/last.pt")
     for group, m in metrics.get("detection", {}).items():
         click.echo(f"detection ({group} people): AP {100 * m['ap']:.1f}%  "
@@ -64,11 +71,9 @@ def train_detector_command(data_root: str, fmt: str, out_dir: str, config_name: 
 
 @click.command("detect")
 @click.argument("inputs", nargs=-1, required=True, type=click.Path())
-@click.option("--weights", required=True,
-              help="A checkpoint that can detect (train-detector, train-joint), or 'hog' for "
-                   "OpenCV's HOG baseline.")
-@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False),
-              help="Output folder: manifest.csv, sources.csv, crops/, detect.json.")
+@weights_option("A checkpoint that can detect (train-detector, train-joint), or 'hog' for "
+                "OpenCV's HOG baseline.")
+@out_option("Output folder: manifest.csv, sources.csv, crops/, detect.json.", name="out_dir")
 @click.option("--recursive", "-r", is_flag=True, help="Search folders recursively.")
 @click.option("--every", type=click.IntRange(min=1), default=1, show_default=True,
               help="Videos: process every N-th frame.")
@@ -79,8 +84,7 @@ def train_detector_command(data_root: str, fmt: str, out_dir: str, config_name: 
                    "frame rate: its hits get times and group into sightings.")
 @click.option("--batch-size", type=click.IntRange(min=1), default=8, show_default=True,
               help="Pictures per forward pass.")
-@click.option("--score-thresh", type=click.FloatRange(0, 1), default=0.5, show_default=True,
-              help="Minimum detection score.")
+@score_thresh_option(0.5)
 @click.option("--min-size", type=click.FloatRange(min=0), default=0, show_default=True,
               help="Minimum box height in pixels.")
 @click.option("--max-detections", type=click.IntRange(min=1), default=100, show_default=True,
@@ -94,13 +98,13 @@ def train_detector_command(data_root: str, fmt: str, out_dir: str, config_name: 
 @click.option("--embed", is_flag=True,
               help="Joint models: also write OUT/embeddings.npy + embeddings.json from the same "
                    "forward pass (OUT is then the --embeddings of psearch index).")
-@click.option("--device", default=None, help=DEVICE_HELP)
-@click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
-def detect_command(inputs: tuple[str, ...], weights: str, out_dir: str, recursive: bool,
+@device_option()
+@quiet_option()
+def detect_command(inputs: tuple[str, ...], weights: str, out_dir: Path, recursive: bool,
                    every: int, fps: float | None, sequence_fps: float | None,
                    batch_size: int, score_thresh: float,
                    min_size: float, max_detections: int, hog_upscale: float,
-                   hog_contain: float | None, embed: bool, device: str | None,
+                   hog_contain: float | None, embed: bool, device: str,
                    quiet: bool) -> None:
     """Detect people in images, folders and videos; write crops and a manifest.
 

@@ -6,6 +6,13 @@ from pathlib import Path
 
 import click
 
+from psearch.core.options import (
+    format_option,
+    gallery_sizes_option,
+    out_option,
+    quiet_option,
+    score_thresh_option,
+)
 from psearch.evaluation.metrics import DET_THRESH
 from psearch.evaluation.report import format_report, write_report_json
 from psearch.evaluation.results import load_results
@@ -22,14 +29,7 @@ MAX_LISTED_MISSING = 3
     type=click.Path(path_type=Path),
     help="Dataset root folder (CUHK-SYSU, PRW or folder format).",
 )
-@click.option(
-    "--format",
-    "fmt",
-    type=click.Choice(["auto", "cuhk", "prw", "folder"]),
-    default="auto",
-    show_default=True,
-    help="Dataset format; auto judges by the files present.",
-)
+@format_option()
 @click.option(
     "--results",
     "results_path",
@@ -37,35 +37,21 @@ MAX_LISTED_MISSING = 3
     type=click.Path(dir_okay=False, path_type=Path),
     help="Results .npz of the test images and queries (see psearch.evaluation.results).",
 )
-@click.option(
-    "--gallery-size",
-    "gallery_sizes",
-    type=int,
-    multiple=True,
-    help="CUHK-SYSU gallery size to report; repeat for several.  [default: 50 and 100]",
-)
+@gallery_sizes_option("CUHK-SYSU gallery sizes to report, e.g. 50,100.  [default: 50 and 100]")
 @click.option("--full-set", is_flag=True, help="CUHK-SYSU: also report the full-set gallery.")
-@click.option(
-    "--det-thresh",
-    type=click.FloatRange(0, 1),
-    default=DET_THRESH,
-    show_default=True,
-    help="Detections scoring below this are dropped.",
-)
-@click.option(
-    "--json",
-    "json_path",
-    type=click.Path(dir_okay=False, path_type=Path),
-    help="Also write the metrics (fractions) to this JSON file.",
-)
+@score_thresh_option(DET_THRESH)
+@out_option("Also write the metrics (fractions) to this JSON file.", name="json_path",
+            required=False, file=True, aliases=("--json",))
+@quiet_option()
 def evaluate_command(
     data_root: Path,
     fmt: str,
     results_path: Path,
-    gallery_sizes: tuple[int, ...],
+    gallery_sizes: tuple[int, ...] | None,
     full_set: bool,
-    det_thresh: float,
+    score_thresh: float,
     json_path: Path | None,
+    quiet: bool,
 ) -> None:
     """Score search results with the dataset's standard protocols.
 
@@ -75,7 +61,7 @@ def evaluate_command(
 
     \b
     Example:
-      psearch evaluate --data CUHK-SYSU/ --results results.npz --json eval.json
+      psearch evaluate --data CUHK-SYSU/ --results results.npz --out eval.json
       psearch evaluate --data PRW/ --format prw --results results.npz
     """
     from psearch.data import load_dataset
@@ -97,8 +83,8 @@ def evaluate_command(
         results,
         gallery_sizes=gallery_sizes,
         full_set=full_set,
-        det_thresh=det_thresh,
-        progress=True,
+        det_thresh=score_thresh,
+        progress=not quiet,
     )
     click.echo(format_report(report))
     if json_path is not None:

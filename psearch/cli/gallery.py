@@ -8,6 +8,14 @@ from pathlib import Path
 import click
 
 from psearch.core.errors import PsearchError
+from psearch.core.options import (
+    device_option,
+    format_option,
+    gallery_sizes_option,
+    json_option,
+    out_option,
+    quiet_option,
+)
 
 INDEX_CHOICES = ("auto", "flat", "ivf", "ivfpq", "hnsw")
 
@@ -18,8 +26,7 @@ INDEX_CHOICES = ("auto", "flat", "ivf", "ivfpq", "hnsw")
               help="Embeddings directory written by `psearch embed`.")
 @click.option("--manifest", "manifest_dir", type=click.Path(path_type=Path),
               help="Detect directory (or its manifest.csv); default: the one the embeddings name.")
-@click.option("--out", required=True, type=click.Path(path_type=Path),
-              help="Gallery directory to create (or extend, with --add).")
+@out_option("Gallery directory to create (or extend, with --add).")
 @click.option("--index", "index_kind", type=click.Choice(INDEX_CHOICES), default="auto",
               show_default=True,
               help="flat: exact; ivf / ivfpq / hnsw: approximate; auto: flat up to 100k rows, "
@@ -90,11 +97,11 @@ def parse_box(text: str) -> tuple[float, ...]:
 @click.option("--crop", type=click.Path(dir_okay=False, path_type=Path),
               help="An already-cropped picture of the person (instead of --image/--box).")
 @click.option("--top-k", type=click.IntRange(min=1), default=10, show_default=True)
-@click.option("--json", "as_json", is_flag=True, help="Print the results as JSON.")
+@json_option()
 @click.option("--show", type=click.Path(dir_okay=False, path_type=Path),
               help="Write a result sheet: OUT.png (or .jpg) image or OUT.html page; with several "
                    "boxes one per box (OUT-1.png, ...).")
-@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:1, ...")
+@device_option()
 @click.option("--checkpoint", type=click.Path(dir_okay=False, path_type=Path),
               help="The gallery's re-ID checkpoint if it moved (same sha256 required).")
 @click.option("--per-frame", is_flag=True,
@@ -112,11 +119,12 @@ def parse_box(text: str) -> tuple[float, ...]:
               help="A query-guided checkpoint (qeeps) that re-scores the gallery's shortlist.")
 @click.option("--rerank-top", type=click.IntRange(min=1), default=50, show_default=True,
               help="With --rerank: gallery pictures of the FAISS shortlist to re-score.")
+@quiet_option()
 def query_command(gallery_dir: Path | None, image: Path | None, boxes: tuple[str, ...],
                   crop: Path | None, top_k: int, as_json: bool, show: Path | None, device: str,
                   checkpoint: Path | None, per_frame: bool, gap: float | None,
                   weights: Path | None, inputs: tuple[Path, ...], fps: float | None,
-                  rerank: Path | None, rerank_top: int) -> None:
+                  rerank: Path | None, rerank_top: int, quiet: bool) -> None:
     """Find the person at --box of --image (or in --crop) in a gallery.
 
     \b
@@ -139,7 +147,8 @@ def query_command(gallery_dir: Path | None, image: Path | None, boxes: tuple[str
         query_pairs(gallery_dir=gallery_dir, image=image, boxes=boxes, crop=crop, top_k=top_k,
                     as_json=as_json, show=show, device=device, checkpoint=checkpoint,
                     weights=weights, inputs=inputs, fps=fps, rerank=rerank,
-                    rerank_top=rerank_top, parse_box=parse_box, format_table=format_table)
+                    rerank_top=rerank_top, parse_box=parse_box, format_table=format_table,
+                    progress=not quiet)
         return
     if gallery_dir is None:
         raise PsearchError("give --gallery (or --weights QEEPS.pt with --in footage)")
@@ -168,7 +177,7 @@ def query_command(gallery_dir: Path | None, image: Path | None, boxes: tuple[str
     ps = PersonSearch(gallery_dir, device=device, checkpoint=checkpoint)
     # The boxes are checked once above; embed them (or the crop) and search in one batch.
     embeddings = (ps.embedder.embed_boxes(picture, np.stack(query_boxes)) if crop is None
-                  else ps.embedder.embed_crops([picture]))
+                  else ps.embed(picture))
     grouped = ps.gallery.rows.has_video and not per_frame
     results = (ps.search_sightings(embeddings, top_k, gap) if grouped
                else ps.search(embeddings, top_k))
@@ -226,23 +235,22 @@ def format_sightings(sightings: list) -> str:
               help="Gallery built (`psearch index`) from the dataset's test images.")
 @click.option("--data", "data_root", required=True, type=click.Path(path_type=Path),
               help="Dataset root folder (CUHK-SYSU, PRW or folder format).")
-@click.option("--format", "fmt", type=click.Choice(["auto", "cuhk", "prw", "folder"]),
-              default="auto", show_default=True, help="Dataset format.")
-@click.option("--gallery-size", "gallery_sizes", type=int, multiple=True,
-              help="CUHK-SYSU gallery size to report; repeat for several.  [default: 50 and 100]")
+@format_option()
+@gallery_sizes_option("CUHK-SYSU gallery sizes to report, e.g. 50,100.  [default: 50 and 100]")
 @click.option("--full-set", is_flag=True, help="CUHK-SYSU: also report the full-set gallery.")
-@click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path),
-              help="Also write the metrics (fractions) to this JSON file.")
+@out_option("Also write the metrics (fractions) to this JSON file.", name="json_path",
+            required=False, file=True, aliases=("--json",))
 @click.option("--save-results", type=click.Path(dir_okay=False, path_type=Path),
               help="Also save the detections, features and query features as a results .npz "
                    "(for `psearch evaluate --results`).")
-@click.option("--device", default="auto", show_default=True, help="Device of the re-ID model.")
+@device_option()
 @click.option("--checkpoint", type=click.Path(dir_okay=False, path_type=Path),
               help="The gallery's re-ID checkpoint if it moved (same sha256 required).")
+@quiet_option()
 def evaluate_gallery_command(gallery_dir: Path, data_root: Path, fmt: str,
-                             gallery_sizes: tuple[int, ...], full_set: bool,
+                             gallery_sizes: tuple[int, ...] | None, full_set: bool,
                              json_path: Path | None, save_results: Path | None, device: str,
-                             checkpoint: Path | None) -> None:
+                             checkpoint: Path | None, quiet: bool) -> None:
     """Score a gallery with the dataset's standard search and detection protocols.
 
     Gallery rows are matched to the dataset's test images by source file name; the queries are
@@ -250,7 +258,7 @@ def evaluate_gallery_command(gallery_dir: Path, data_root: Path, fmt: str,
 
     \b
     Example:
-      psearch evaluate-gallery --gallery gallery/ --data CUHK-SYSU/ --json eval.json
+      psearch evaluate-gallery --gallery gallery/ --data CUHK-SYSU/ --out eval.json
     """
     from psearch.data import load_dataset
     from psearch.evaluation import evaluate, format_report, write_report_json
@@ -260,12 +268,12 @@ def evaluate_gallery_command(gallery_dir: Path, data_root: Path, fmt: str,
 
     dataset = load_dataset(data_root, fmt)
     ps = PersonSearch(gallery_dir, device=device, checkpoint=checkpoint)
-    results, foreign = gallery_results(ps.gallery, dataset, ps.embedder, progress=True)
+    results, foreign = gallery_results(ps.gallery, dataset, ps.embedder, progress=not quiet)
     if foreign:
         click.echo(f"warning: {foreign} gallery rows are not test images of {data_root} "
                    "and are left out", err=True)
     report = evaluate(dataset, results, gallery_sizes=gallery_sizes, full_set=full_set,
-                      progress=True)
+                      progress=not quiet)
     click.echo(format_report(report))
     if save_results is not None:
         save_npz(save_results, results)

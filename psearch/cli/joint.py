@@ -2,11 +2,21 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import click
 
 from psearch.core.errors import PsearchError
-
-DEVICE_HELP = "cpu, cuda or cuda:N; default: cuda when available"
+from psearch.core.options import (
+    config_option,
+    device_option,
+    download_option,
+    format_option,
+    out_option,
+    quiet_option,
+    resume_option,
+    set_option,
+)
 
 
 @click.command("train-joint")
@@ -19,27 +29,24 @@ DEVICE_HELP = "cpu, cuda or cuda:N; default: cuda when available"
                    "query-guided, fine-tunes an OIM checkpoint given with --init).")
 @click.option("--data", "data_root", required=True, type=click.Path(file_okay=False),
               help="Dataset root folder.")
-@click.option("--format", "fmt", default="auto", show_default=True,
-              type=click.Choice(["auto", "cuhk", "prw", "folder"]), help="Dataset format.")
-@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False),
-              help="Run folder: last.pt, metrics.json.")
-@click.option("--config", "config_name", default=None,
-              help="Preset name (joint_MODEL_cpu, joint_MODEL_cuhk, joint_MODEL_prw) or a "
-                   "YAML file; default: joint_MODEL_cpu.")
-@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
-              help="Override a config value, e.g. --set train.lr=0.01 (repeatable).")
+@format_option()
+@out_option("Run folder: last.pt, metrics.json.", name="out_dir")
+@config_option(None, "Preset name (joint_MODEL_cpu, joint_MODEL_cuhk, joint_MODEL_prw) or a "
+                     "YAML file; default: joint_MODEL_cpu.")
+@set_option()
 @click.option("--epochs", type=click.IntRange(min=1), default=None,
               help="Number of epochs (overrides train.epochs; with --resume, the new total).")
 @click.option("--init", "init", default=None, type=click.Path(dir_okay=False),
               help="qeeps: the OIM checkpoint (ResNet C4, e.g. joint_oim_c4_cpu) it extends.")
-@click.option("--device", default=None, help=DEVICE_HELP)
-@click.option("--resume", is_flag=True,
-              help="Continue DIR/last.pt (same data required; its config is used).")
+@device_option()
+@resume_option()
 @click.option("--no-eval", is_flag=True, help="Skip the evaluation on the test split.")
-def train_joint_command(model_name: str, data_root: str, fmt: str, out_dir: str,
+@download_option()
+@quiet_option()
+def train_joint_command(model_name: str, data_root: str, fmt: str, out_dir: Path,
                         config_name: str | None, overrides: tuple[str, ...], epochs: int | None,
-                        init: str | None, device: str | None, resume: bool,
-                        no_eval: bool) -> None:
+                        init: str | None, device: str, resume: bool,
+                        no_eval: bool, download: bool, quiet: bool) -> None:
     """Train a joint person-search model: one network that detects and embeds people.
 
     OIM: a Faster R-CNN whose RoI head also outputs a 256-d identity feature trained with the
@@ -58,14 +65,16 @@ def train_joint_command(model_name: str, data_root: str, fmt: str, out_dir: str,
       psearch train-joint --model oim --data world/ --format cuhk --out runs/joint
       psearch train-joint --model dcinet --data world/ --format cuhk --out runs/dcinet
       psearch train-joint --model alignps --data world/ --format cuhk --out runs/alignps
-    Paper grade (ResNet-50 C4, 900 px, GPU):
+    Paper grade (ResNet-50 C4, 900 px, ImageNet weights from the torch hub cache, GPU;
+    --download fetches them first if missing):
       psearch train-joint --model oim --data CUHK-SYSU/ --config joint_oim_cuhk \\
-          --out runs/joint --device cuda
+          --out runs/joint --device cuda --download
     QEEPS (query-guided; pairs of a query box and a gallery image) on an OIM C4 model:
       psearch train-joint --model oim --config joint_oim_c4_cpu --data world/ --out runs/oim
       psearch train-joint --model qeeps --init runs/oim/last.pt --data world/ --out runs/qeeps
     """
     from psearch.core.config import apply_overrides, load_config
+    from psearch.core.weights import allow_downloads
     from psearch.data import load_dataset
     from psearch.joint.config import resolve_joint_config
     from psearch.joint.train import train_joint
@@ -73,8 +82,9 @@ def train_joint_command(model_name: str, data_root: str, fmt: str, out_dir: str,
     if resume and overrides:
         raise PsearchError("--resume uses the checkpoint's config; --set is not allowed with it")
     if model_name == "qeeps":
-        _train_qeeps(data_root, fmt, out_dir, config_name, overrides, epochs, init, device,
-                     resume)
+        with allow_downloads(download):
+            _train_qeeps(data_root, fmt, out_dir, config_name, overrides, epochs, init, device,
+                         resume, not quiet)
         return
     if init is not None:
         raise PsearchError("--init applies to --model qeeps")
@@ -84,8 +94,10 @@ def train_joint_command(model_name: str, data_root: str, fmt: str, out_dir: str,
         raise PsearchError(f"--model {model_name}: the config is for reid.model "
                            f"{config['reid']['model']!r}")
     dataset = load_dataset(data_root, fmt)
-    metrics = train_joint(dataset, config, out_dir, device=device, resume=resume, epochs=epochs,
-                          evaluate=not no_eval, log=click.echo)
+    with allow_downloads(download):
+        metrics = train_joint(dataset, config, out_dir, device=device, resume=resume,
+                              epochs=epochs, evaluate=not no_eval, progress=not quiet,
+                              log=click.echo)
     click.echo(f"checkpoint: {out_dir}/last.pt ({metrics['train_seconds']:.0f} s of training)")
     for boxes in ("detected", "ground_truth"):
         for name, m in metrics.get(boxes, {}).get("search", {}).items():
@@ -96,9 +108,9 @@ def train_joint_command(model_name: str, data_root: str, fmt: str, out_dir: str,
                    f"recall {100 * m['recall']:.1f}%")
 
 
-def _train_qeeps(data_root: str, fmt: str, out_dir: str, config_name: str | None,
+def _train_qeeps(data_root: str, fmt: str, out_dir: Path, config_name: str | None,
                  overrides: tuple[str, ...], epochs: int | None, init: str | None,
-                 device: str | None, resume: bool) -> None:
+                 device: str, resume: bool, progress: bool) -> None:
     from psearch.core.config import apply_overrides, load_config
     from psearch.data import load_dataset
     from psearch.joint.qeeps_train import train_qeeps
@@ -109,7 +121,7 @@ def _train_qeeps(data_root: str, fmt: str, out_dir: str, config_name: str | None
     config = apply_overrides(load_config(config_name or "joint_qeeps_cpu"), overrides)
     dataset = load_dataset(data_root, fmt)
     metrics = train_qeeps(dataset, config, out_dir, init=init, device=device, resume=resume,
-                          epochs=epochs, log=click.echo)
+                          epochs=epochs, progress=progress, log=click.echo)
     click.echo(f"checkpoint: {out_dir}/last.pt ({metrics['train_seconds']:.0f} s of training, "
                f"{metrics['pairs_per_epoch']} pairs per epoch); search with it: psearch query "
                f"--weights {out_dir}/last.pt ... or --rerank {out_dir}/last.pt")

@@ -9,39 +9,42 @@ from pathlib import Path
 
 import click
 
-from psearch.data import FORMATS
+from psearch.core.options import (
+    config_option,
+    device_option,
+    download_option,
+    format_option,
+    out_option,
+    quiet_option,
+    resume_option,
+    set_option,
+    weights_option,
+)
 from psearch.reid.config import DEFAULT_PRESET, reid_config
 
 
 @click.command("train-reid")
 @click.option("--data", "data_root", required=True, type=click.Path(path_type=Path),
               help="Dataset root directory.")
-@click.option("--format", "fmt", type=click.Choice(["auto", *FORMATS]),
-              default="auto", show_default=True,
-              help="Dataset format (auto: detected from the files); market: Market-1501 crops, "
-                   "trained as they are and scored with the Market-1501 protocol.")
-@click.option("--out", required=True, type=click.Path(path_type=Path),
-              help="Run folder: last.pt, best.pt, history.json.")
-@click.option("--config", "preset", default=DEFAULT_PRESET, show_default=True,
-              help="Preset name (reid_cpu, reid_cuhk, reid_prw) or YAML file.")
-@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
-              help="Override a config value, e.g. --set train.lr=0.01 (repeatable).")
+@format_option()
+@out_option("Run folder: last.pt, best.pt, history.json.")
+@config_option(DEFAULT_PRESET, "Preset name (reid_cpu, reid_cuhk, reid_prw) or YAML file.",
+               name="preset")
+@set_option()
 @click.option("--epochs", type=click.IntRange(min=1), default=None, help="Override train.epochs.")
 @click.option("--loss", type=click.Choice(["oim", "softmax"]), default=None,
               help="Override loss.name.")
 @click.option("--pretrained", is_flag=True,
               help="Start from timm's pretrained backbone weights (from its local cache; "
                    "--download fetches them).")
-@click.option("--download", is_flag=True,
-              help="Let torchvision/timm download missing pretrained weights (needs network; "
-                   "never without this flag).")
+@download_option()
 @click.option("--detections", type=click.Path(path_type=Path), default=None,
               help="A detect manifest on the train images: detections with IoU >= "
                    "data.detections_iou (0.5) to a ground-truth box are added as extra crops "
                    "with that box's identity; the others are dropped.")
-@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:1, ...")
-@click.option("--resume", is_flag=True, help="Continue the run saved in OUT/last.pt.")
-@click.option("--quiet", is_flag=True, help="No progress bars.")
+@device_option()
+@resume_option()
+@quiet_option()
 def train_reid_command(data_root: Path, fmt: str, out: Path, preset: str,
                        overrides: tuple[str, ...], epochs: int | None, loss: str | None,
                        pretrained: bool, download: bool, detections: Path | None, device: str,
@@ -76,21 +79,19 @@ def train_reid_command(data_root: Path, fmt: str, out: Path, preset: str,
 
 
 @click.command("embed")
-@click.option("--weights", required=True, type=click.Path(path_type=Path),
-              help="A checkpoint that can embed boxes: re-ID (last.pt or best.pt from psearch "
-                   "train-reid) or joint (train-joint; boxes pooled on their full frames).")
+@weights_option("A checkpoint that can embed boxes: re-ID (last.pt or best.pt from psearch "
+                "train-reid) or joint (train-joint; boxes pooled on their full frames).")
 @click.option("--manifest", "manifest_path", required=True, type=click.Path(path_type=Path),
               help="Detect output directory or its manifest.csv.")
-@click.option("--out", required=True, type=click.Path(path_type=Path),
-              help="Output directory for embeddings.npy and embeddings.json.")
+@out_option("Output directory for embeddings.npy and embeddings.json.")
 @click.option("--batch-size", type=click.IntRange(min=1), default=128, show_default=True)
 @click.option("--workers", type=click.IntRange(min=1), default=4, show_default=True,
               help="Threads reading and resizing crops ahead of the model.")
-@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:1, ...")
+@device_option()
 @click.option("--restart", is_flag=True,
               help="Discard a partial run / replace embeddings made by another checkpoint.")
-@click.option("--quiet", is_flag=True, help="No progress bar.")
-def embed_command(weights: Path, manifest_path: Path, out: Path, batch_size: int, workers: int,
+@quiet_option()
+def embed_command(weights: str, manifest_path: Path, out: Path, batch_size: int, workers: int,
                   device: str, restart: bool, quiet: bool) -> None:
     """Embed every detection of a detect manifest with a re-ID model (its crops) or a joint
     model (RoI pooling on the full frames).

@@ -22,6 +22,7 @@ import numpy as np
 from psearch.core.config import load_config
 from psearch.core.errors import PsearchError
 from psearch.core.io import write_json_atomic
+from psearch.core.options import device_option, quiet_option, seed_option
 
 WORLD_FORMAT = "cuhk"
 DEMO_REID_EPOCHS = 80
@@ -32,9 +33,10 @@ DEMO_REID_EPOCHS = 80
 def run_demo(out: str | Path, preset: str = "ci", seed: int = 0, device: str = "auto",
              detector_epochs: int | None = None, reid_epochs: int | None = DEMO_REID_EPOCHS,
              top_k: int = 5, query_index: int | None = None,
-             log: Callable[[str], None] = print) -> dict[str, Any]:
+             log: Callable[[str], None] = print, progress: bool = True) -> dict[str, Any]:
     """Run the whole cascade under ``out`` and return a summary (also ``out/summary.json``).
 
+    ``progress``: progress bars of the trainings, detection and embedding.
     ``query_index``: which of the world's queries to search for; None picks the tallest one.
     The query's own image is left out of the shown matches, as the protocols do.
     """
@@ -78,7 +80,7 @@ def run_demo(out: str | Path, preset: str = "ci", seed: int = 0, device: str = "
     if not (det_dir / METRICS_NAME).is_file():
         det_cfg = load_config("detector_cpu")
         stage("train detector", train_detector, dataset, det_cfg, det_dir, device=device,
-              resume=(det_dir / LAST_NAME).is_file(), epochs=detector_epochs)
+              resume=(det_dir / LAST_NAME).is_file(), epochs=detector_epochs, progress=progress)
     detector_metrics = json.loads((det_dir / METRICS_NAME).read_text())
 
     reid_dir = paths["reid"]
@@ -87,18 +89,19 @@ def run_demo(out: str | Path, preset: str = "ci", seed: int = 0, device: str = "
     done_epochs = len(json.loads(history_path.read_text())) if history_path.is_file() else 0
     if done_epochs < int(reid_cfg["train"]["epochs"]):
         stage("train re-ID", train_reid, dataset, reid_cfg, reid_dir, device=device,
-              resume=(reid_dir / LAST_NAME).is_file(), log=log)
+              resume=(reid_dir / LAST_NAME).is_file(), progress=progress, log=log)
 
     detector = load_detector(det_dir / LAST_NAME, device=device)
     sources = collect_sources([r.path for r in dataset.gallery])
-    stage("detect gallery images", run_detect, detector, sources, paths["detections"])
+    stage("detect gallery images", run_detect, detector, sources, paths["detections"],
+          progress=progress)
     if len(read_manifest(paths["detections"])) == 0:
         raise PsearchError(f"the detector ({det_dir / LAST_NAME}) found nobody in the gallery "
                            "images at score 0.5: it needs more training (--detector-epochs; "
                            f"it trained {detector_metrics['epochs']} epochs)")
     reid_model = ReidModel.from_checkpoint(reid_dir / LAST_NAME, device=device)
     stage("embed detections", embed_manifest, reid_model, paths["detections"],
-          paths["embeddings"], restart=True, log=log)
+          paths["embeddings"], restart=True, progress=progress, log=log)
     gallery = stage("index gallery", index_embeddings, paths["embeddings"], paths["gallery"],
                     overwrite=True)
 
@@ -155,8 +158,8 @@ def is_person(dataset: Any, match: Any, pid: int) -> bool:
               show_default=True, help="Directory for every stage's output.")
 @click.option("--preset", type=click.Choice(["tiny", "ci", "bench"]), default="ci",
               show_default=True, help="Size of the generated world.")
-@click.option("--seed", type=int, default=0, show_default=True, help="World seed.")
-@click.option("--device", default="auto", show_default=True, help="cpu, cuda or auto.")
+@seed_option("World seed.")
+@device_option()
 @click.option("--detector-epochs", type=int, default=None,
               help="Override the detector_cpu preset's epochs.")
 @click.option("--reid-epochs", type=int, default=DEMO_REID_EPOCHS, show_default=True,
@@ -164,8 +167,10 @@ def is_person(dataset: Any, match: Any, pid: int) -> bool:
 @click.option("--top-k", type=int, default=5, show_default=True, help="Matches to show.")
 @click.option("--query", "query_index", type=int, default=None,
               help="Which of the world's queries to search for (default: the tallest person).")
+@quiet_option()
 def demo_command(out: Path, preset: str, seed: int, device: str, detector_epochs: int | None,
-                 reid_epochs: int | None, top_k: int, query_index: int | None) -> None:
+                 reid_epochs: int | None, top_k: int, query_index: int | None,
+                 quiet: bool) -> None:
     """Run the whole cascade on a generated world and search for one person.
 
     Generates a synthetic CUHK-SYSU-format world, trains the CPU-grade detector and re-ID model
@@ -179,7 +184,8 @@ def demo_command(out: Path, preset: str, seed: int, device: str, detector_epochs
       psearch demo --out runs/quick --preset tiny --detector-epochs 2 --reid-epochs 2
     """
     run_demo(out, preset=preset, seed=seed, device=device, detector_epochs=detector_epochs,
-             reid_epochs=reid_epochs, top_k=top_k, query_index=query_index, log=click.echo)
+             reid_epochs=reid_epochs, top_k=top_k, query_index=query_index, log=click.echo,
+             progress=not quiet)
 
 
 COMMANDS = [demo_command]

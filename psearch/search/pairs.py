@@ -133,7 +133,7 @@ def query_pairs(*, gallery_dir: Any, image: Any, boxes: tuple[str, ...], crop: A
                 as_json: bool, show: Any, device: str, checkpoint: Any, weights: Any,
                 inputs: tuple[Any, ...], fps: float | None, rerank: Any, rerank_top: int,
                 parse_box: Callable[[str], tuple[float, ...]],
-                format_table: Callable[[list], str]) -> None:
+                format_table: Callable[[list], str], progress: bool = True) -> None:
     """``psearch query --weights QEEPS --in ...`` and ``psearch query --gallery G --rerank
     QEEPS``: one query box, results ranked by the query-guided match score."""
     import json
@@ -165,13 +165,14 @@ def query_pairs(*, gallery_dir: Any, image: Any, boxes: tuple[str, ...], crop: A
 
         sources = collect_sources(list(inputs))
         matches = search_footage(scorer, picture, box, sources, FrameSampling(fps=fps), top_k,
-                                 log=log)
+                                 progress=progress, log=log)
         searched = f"{len(sources)} input(s), pair by pair"
     else:
         from psearch.search.person_search import PersonSearch
 
         ps = PersonSearch(gallery_dir, device=device, checkpoint=checkpoint)
-        matches = rerank_gallery(ps, scorer, picture, box, rerank_top, top_k, log=log)
+        matches = rerank_gallery(ps, scorer, picture, box, rerank_top, top_k,
+                                 progress=progress, log=log)
         searched = f"the {rerank_top} best pictures of {gallery_dir} re-ranked"
     if show is not None:
         from psearch.gallery.sheet import write_sheet

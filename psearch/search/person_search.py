@@ -51,10 +51,14 @@ class PersonSearch:
 
     def embed(self, image: ImageLike, boxes: np.ndarray | Sequence | None = None) -> np.ndarray:
         """Embed the people at ``boxes`` [N, 4] (x1, y1, x2, y2) of ``image`` -> float32 [N, D];
-        ``boxes=None`` embeds the whole image as one already-cropped person -> [1, D]."""
+        ``boxes=None`` embeds the whole image as one already-cropped person -> [1, D] (with
+        ``embed_crops`` when the embedder has it, else as one box covering the image)."""
         rgb = as_rgb(image)
         if boxes is None:
-            return self.embedder.embed_crops([rgb])
+            if hasattr(self.embedder, "embed_crops"):
+                return self.embedder.embed_crops([rgb])
+            h, w = rgb.shape[:2]
+            return self.embedder.embed_boxes(rgb, np.array([[0, 0, w, h]], dtype=np.float32))
         return self.embedder.embed_boxes(rgb, check_boxes(boxes, rgb.shape[1], rgb.shape[0]))
 
     def query(self, image: ImageLike, box: Sequence[float] | np.ndarray | None = None,

@@ -8,6 +8,7 @@ from pathlib import Path
 import click
 
 from psearch.core.errors import PsearchError
+from psearch.core.options import gallery_sizes_option, quiet_option, seed_option
 from psearch.data.synth.world import FORMATS, PRESETS, generate_world
 
 SUMMARY_COLUMNS = ("images", "boxes", "labeled_boxes", "unlabeled_boxes", "identities", "queries")
@@ -21,15 +22,6 @@ def _parse_size(text: str | None) -> tuple[int, int] | None:
     except ValueError:
         raise PsearchError(f"--size {text!r}: expected WIDTHxHEIGHT, e.g. 480x360") from None
     return w, h
-
-
-def _parse_sizes(text: str | None) -> tuple[int, ...] | None:
-    if text is None:
-        return None
-    try:
-        return tuple(int(v) for v in text.split(",") if v.strip())
-    except ValueError:
-        raise PsearchError(f"--gallery-sizes {text!r}: expected numbers like 50,100") from None
 
 
 def format_summary(summary: dict) -> str:
@@ -54,7 +46,7 @@ def format_summary(summary: dict) -> str:
     help="On-disk layout: CUHK-SYSU (.mat protocols, galleries), PRW (6 cameras) or "
     "Market-1501 (person crops cut from a PRW-like world).",
 )
-@click.option("--seed", type=int, default=0, show_default=True, help="Same seed, same world.")
+@seed_option("Same seed, same world.")
 @click.option(
     "--preset",
     type=click.Choice(list(PRESETS)),
@@ -71,12 +63,7 @@ def format_summary(summary: dict) -> str:
     help="Number of labeled identities (train + test).",
 )
 @click.option("--size", default=None, metavar="WxH", help="Image size, e.g. 480x360.")
-@click.option(
-    "--gallery-sizes",
-    default=None,
-    metavar="N,N",
-    help="CUHK-SYSU TestG gallery sizes (default 50,100; tiny: 10,20).",
-)
+@gallery_sizes_option("CUHK-SYSU TestG gallery sizes (default 50,100; tiny: 10,20).")
 @click.option(
     "--workers",
     type=int,
@@ -84,6 +71,7 @@ def format_summary(summary: dict) -> str:
     show_default=True,
     help="Render in this many processes (the result does not depend on it).",
 )
+@quiet_option()
 def synth_command(
     out: Path,
     fmt: str,
@@ -92,8 +80,9 @@ def synth_command(
     n_images: int | None,
     n_identities: int | None,
     size: str | None,
-    gallery_sizes: str | None,
+    gallery_sizes: tuple[int, ...] | None,
     workers: int,
+    quiet: bool,
 ) -> None:
     """Generate a synthetic person-search world in OUT, in the CUHK-SYSU or PRW format, or
     a Market-1501 crop set cut from one (--format market).
@@ -113,11 +102,11 @@ def synth_command(
         fmt,
         seed=seed,
         preset=preset,
-        progress=True,
+        progress=not quiet,
         n_images=n_images,
         n_identities=n_identities,
         image_size=_parse_size(size),
-        gallery_sizes=_parse_sizes(gallery_sizes),
+        gallery_sizes=gallery_sizes,
         workers=workers,
     )
     click.echo(f"wrote a {fmt} world to {out} (seed {seed}, preset {preset})")
