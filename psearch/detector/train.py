@@ -26,7 +26,7 @@ from psearch.detector.model import DEFAULT_MODEL_CONFIG, build_detector, resolve
 from psearch.nn.targets import DetectionTrainSet
 from psearch.nn.targets import collate as _collate
 from psearch.training.loop import LAST_NAME, SGD_TRAIN_DEFAULTS
-from psearch.training.trainer import METRICS_NAME, Trainer, TrainResult
+from psearch.training.trainer import METRICS_NAME, Trainer, TrainResult, detection_batch
 
 CHECKPOINT_KIND = "detector"
 __all__ = ["DEFAULTS", "METRICS_NAME", "DetectorTrainer", "detector_config", "resolve_config",
@@ -72,9 +72,7 @@ class DetectorTrainer(Trainer):
                           generator=torch.Generator().manual_seed(train["seed"]))
 
     def step(self, batch: tuple[list, list]) -> dict[str, torch.Tensor]:
-        images = [img.to(self.device, non_blocking=True).float().div_(255) for img in batch[0]]
-        targets = [{k: v.to(self.device) for k, v in t.items()} for t in batch[1]]
-        return self.model(images, targets)
+        return self.model(*detection_batch(batch, self.device))
 
     def evaluate(self) -> dict[str, Any]:
         detector = PersonDetector(self.model, self.config, device=self.device,

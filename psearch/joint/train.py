@@ -32,7 +32,7 @@ from psearch.joint.model import build_joint_model
 from psearch.joint.pairs import PairBatchSampler
 from psearch.nn.targets import DetectionTrainSet, collate, identity_table
 from psearch.training.loop import LAST_NAME
-from psearch.training.trainer import METRICS_NAME, Trainer, TrainResult
+from psearch.training.trainer import METRICS_NAME, Trainer, TrainResult, detection_batch
 
 __all__ = ["METRICS_NAME", "JointTrainer", "check_training_data", "headline", "train_joint",
            "train_loader"]
@@ -101,9 +101,7 @@ class JointTrainer(Trainer):
             self.pairs.epoch = epoch
 
     def step(self, batch: tuple[list, list]) -> dict[str, torch.Tensor]:
-        images = [img.to(self.device, non_blocking=True).float().div_(255) for img in batch[0]]
-        targets = [{k: v.to(self.device) for k, v in t.items()} for t in batch[1]]
-        return self.model(images, targets)
+        return self.model(*detection_batch(batch, self.device))
 
     def evaluate(self) -> dict[str, Any]:
         searcher = JointSearcher(self.model, self.config, device=self.device,

@@ -249,6 +249,13 @@ class Trainer:
         write_json_atomic(self.out_dir / HISTORY_NAME, history)
 
 
+def detection_batch(batch: tuple[list, list], device: torch.device
+                    ) -> tuple[list[torch.Tensor], list[dict[str, torch.Tensor]]]:
+    """A detection batch (uint8 images, targets) on ``device``, images as floats in [0, 1]."""
+    images = [img.to(device, non_blocking=True).float().div_(255) for img in batch[0]]
+    return images, [{k: v.to(device) for k, v in t.items()} for t in batch[1]]
+
+
 def _differences(a: Any, b: Any, where: str = "") -> Iterable[tuple[str, Any, Any]]:
     """(dotted key, a's value, b's value) of every leaf where two configs differ."""
     if isinstance(a, dict) and isinstance(b, dict):
