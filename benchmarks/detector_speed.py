@@ -121,7 +121,7 @@ def main() -> None:
     # A run already in --work is continued (its checkpoint keeps the training time so far).
     resume = (run / "last.pt").is_file()
     metrics = train_detector(dataset, config, run, device=args.device, epochs=epochs,
-                             resume=resume, evaluate=False)
+                             resume=resume, evaluate=False).metrics
     train_seconds = metrics["train_seconds"]
 
     image_list = work / "test_images.txt"

@@ -70,7 +70,8 @@ def train(dataset: Any, cfg: dict[str, Any], out: Path, log) -> dict[str, Any]:
     else:
         history = train_reid(dataset, cfg, out, device="cpu",
                              resume=(out / LAST_NAME).is_file(), progress=False,
-                             log=lambda line: log(f"    {out.name}: {line}"))
+                             evaluate=False,
+                             log=lambda line: log(f"    {out.name}: {line}")).history
     return {"history": history, "train_seconds": round(sum(h["seconds"] for h in history), 1)}
 
 

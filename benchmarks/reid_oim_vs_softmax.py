@@ -76,7 +76,8 @@ def main() -> None:
         for loss in ("oim", "softmax"):
             cfg = {**base, "loss": {**base["loss"], "name": loss}}
             started = time.perf_counter()
-            history = train_reid(dataset, cfg, tmp / loss, device=args.device, progress=False)
+            history = train_reid(dataset, cfg, tmp / loss, device=args.device,
+                                 progress=False).history
             rows.append({"method": f"{base['model']['backbone']} + {loss}",
                          "train_seconds": round(time.perf_counter() - started, 1),
                          "final_loss": history[-1]["loss"], **history[-1]["eval"]})

@@ -109,7 +109,9 @@ def test_train_writes_checkpoints_metrics_and_resumes(cuhk_world, tmp_path) -> N
     dataset = load_dataset(cuhk_world, "cuhk")
     dataset.train, dataset.gallery = dataset.train[:8], dataset.gallery[:4]  # 2 iterations
     out = tmp_path / "run"
-    metrics = train_detector(dataset, resolve_config(TINY), out, device="cpu", progress=False)
+    result = train_detector(dataset, resolve_config(TINY), out, device="cpu", progress=False)
+    metrics = result.metrics
+    assert result.out_dir == out and [r["epoch"] for r in result.history] == [1]
     assert set(metrics["detection"]) == {"all", "labeled"}
     assert 0 <= metrics["detection"]["all"]["recall"] <= 1
     assert json.loads((out / "metrics.json").read_text())["epochs"] == 1
@@ -122,14 +124,14 @@ def test_train_writes_checkpoints_metrics_and_resumes(cuhk_world, tmp_path) -> N
 
     with pytest.raises(PsearchError, match="--resume"):
         train_detector(dataset, resolve_config(TINY), out, device="cpu", progress=False)
-    train_detector(dataset, {}, out, device="cpu", resume=True, epochs=2, evaluate=False,
+    train_detector(dataset, None, out, device="cpu", resume=True, epochs=2, evaluate=False,
                    progress=False)
     resumed = load_checkpoint(out / "last.pt")
     assert resumed["epoch"] == 2 and [r["epoch"] for r in resumed["history"]] == [1, 2]
 
     dataset.train = dataset.train[:-1]  # other data: resuming would silently mix runs
     with pytest.raises(PsearchError, match="fingerprint"):
-        train_detector(dataset, {}, out, device="cpu", resume=True, epochs=3, progress=False)
+        train_detector(dataset, None, out, device="cpu", resume=True, epochs=3, progress=False)
 
     detector = load_detector(out / "last.pt")
     assert isinstance(detector, PersonDetector)

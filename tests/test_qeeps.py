@@ -137,7 +137,7 @@ def oim_checkpoint(cuhk_world, tmp_path_factory):
 def qeeps_run(cuhk_world, oim_checkpoint, tmp_path_factory):
     out = tmp_path_factory.mktemp("qeeps")
     metrics = train_qeeps(load_dataset(cuhk_world), {"train": {"pairs_per_epoch": 4}}, out,
-                          init=oim_checkpoint, epochs=1, progress=False, log=None)
+                          init=oim_checkpoint, epochs=1, progress=False, log=None).metrics
     return out, metrics
 
 

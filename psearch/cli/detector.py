@@ -51,22 +51,21 @@ def train_detector_command(data_root: str, fmt: str, out_dir: Path, config_name:
     fetches them first if missing):
       psearch train-detector --data CUHK-SYSU/ --config detector_cuhk --out runs/det --device cuda
     """
-    from psearch.core.config import apply_overrides, load_config
     from psearch.core.weights import allow_downloads
     from psearch.data import load_dataset
-    from psearch.detector.train import resolve_config, train_detector
+    from psearch.detector.train import detector_config, train_detector
 
-    if resume and overrides:
-        raise PsearchError("--resume uses the checkpoint's config; --set is not allowed with it")
-    config = resolve_config(apply_overrides(load_config(config_name), overrides))
+    # --resume continues with the checkpoint's config (psearch.training.trainer's rule)
+    config = None if resume else detector_config(config_name, overrides)
     dataset = load_dataset(data_root, fmt)
     with allow_downloads(download):
-        metrics = train_detector(dataset, config, out_dir, device=device, resume=resume,
-                                 epochs=epochs, evaluate=not no_eval, progress=not quiet)
-    click.echo(f"checkpoint: {out_dir}/last.pt")
-    for group, m in metrics.get("detection", {}).items():
+        result = train_detector(dataset, config, out_dir, device=device, resume=resume,
+                                epochs=epochs, evaluate=not no_eval, progress=not quiet,
+                                log=click.echo, overrides=overrides if resume else ())
+    for group, m in result.metrics.get("detection", {}).items():
         click.echo(f"detection ({group} people): AP {100 * m['ap']:.1f}%  "
                    f"recall {100 * m['recall']:.1f}%  ({m['gt']} ground truths)")
+    click.echo(result.closing_line())
 
 
 @click.command("detect")

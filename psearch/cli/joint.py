@@ -73,14 +73,11 @@ def train_joint_command(model_name: str, data_root: str, fmt: str, out_dir: Path
       psearch train-joint --model oim --config joint_oim_c4_cpu --data world/ --out runs/oim
       psearch train-joint --model qeeps --init runs/oim/last.pt --data world/ --out runs/qeeps
     """
-    from psearch.core.config import apply_overrides, load_config
     from psearch.core.weights import allow_downloads
     from psearch.data import load_dataset
-    from psearch.joint.config import resolve_joint_config
+    from psearch.joint.config import joint_config
     from psearch.joint.train import train_joint
 
-    if resume and overrides:
-        raise PsearchError("--resume uses the checkpoint's config; --set is not allowed with it")
     if model_name == "qeeps":
         with allow_downloads(download):
             _train_qeeps(data_root, fmt, out_dir, config_name, overrides, epochs, init, device,
@@ -88,17 +85,19 @@ def train_joint_command(model_name: str, data_root: str, fmt: str, out_dir: Path
         return
     if init is not None:
         raise PsearchError("--init applies to --model qeeps")
-    config = resolve_joint_config(apply_overrides(
-        load_config(config_name or f"joint_{model_name}_cpu"), overrides))
-    if config["reid"]["model"] != model_name:
-        raise PsearchError(f"--model {model_name}: the config is for reid.model "
-                           f"{config['reid']['model']!r}")
+    # --resume continues with the checkpoint's config (psearch.training.trainer's rule)
+    config = None
+    if not resume:
+        config = joint_config(config_name or f"joint_{model_name}_cpu", overrides)
+        if config["reid"]["model"] != model_name:
+            raise PsearchError(f"--model {model_name}: the config is for reid.model "
+                               f"{config['reid']['model']!r}")
     dataset = load_dataset(data_root, fmt)
     with allow_downloads(download):
-        metrics = train_joint(dataset, config, out_dir, device=device, resume=resume,
-                              epochs=epochs, evaluate=not no_eval, progress=not quiet,
-                              log=click.echo)
-    click.echo(f"checkpoint: {out_dir}/last.pt ({metrics['train_seconds']:.0f} s of training)")
+        result = train_joint(dataset, config, out_dir, device=device, resume=resume,
+                             epochs=epochs, evaluate=not no_eval, progress=not quiet,
+                             log=click.echo, overrides=overrides if resume else ())
+    metrics = result.metrics
     for boxes in ("detected", "ground_truth"):
         for name, m in metrics.get(boxes, {}).get("search", {}).items():
             click.echo(f"search on {boxes.replace('_', '-')} boxes, {name}: "
@@ -106,6 +105,7 @@ def train_joint_command(model_name: str, data_root: str, fmt: str, out_dir: Path
     for group, m in metrics.get("detected", {}).get("detection", {}).items():
         click.echo(f"detection ({group} people): AP {100 * m['ap']:.1f}%  "
                    f"recall {100 * m['recall']:.1f}%")
+    click.echo(result.closing_line())
 
 
 def _train_qeeps(data_root: str, fmt: str, out_dir: Path, config_name: str | None,
@@ -118,13 +118,15 @@ def _train_qeeps(data_root: str, fmt: str, out_dir: Path, config_name: str | Non
     if init is None and not resume:
         raise PsearchError("--model qeeps needs --init OIM.pt: an OIM checkpoint with a ResNet "
                            "C4 backbone (e.g. train-joint --model oim --config joint_oim_c4_cpu)")
-    config = apply_overrides(load_config(config_name or "joint_qeeps_cpu"), overrides)
+    config = None if resume else apply_overrides(load_config(config_name or "joint_qeeps_cpu"),
+                                                 overrides)
     dataset = load_dataset(data_root, fmt)
-    metrics = train_qeeps(dataset, config, out_dir, init=init, device=device, resume=resume,
-                          epochs=epochs, progress=progress, log=click.echo)
-    click.echo(f"checkpoint: {out_dir}/last.pt ({metrics['train_seconds']:.0f} s of training, "
-               f"{metrics['pairs_per_epoch']} pairs per epoch); search with it: psearch query "
-               f"--weights {out_dir}/last.pt ... or --rerank {out_dir}/last.pt")
+    result = train_qeeps(dataset, config, out_dir, init=init, device=device, resume=resume,
+                         epochs=epochs, progress=progress, log=click.echo,
+                         overrides=overrides if resume else ())
+    click.echo(f"{result.metrics['pairs_per_epoch']} pairs per epoch; search with it: psearch "
+               f"query --weights {out_dir}/last.pt ... or --rerank {out_dir}/last.pt")
+    click.echo(result.closing_line())
 
 
 COMMANDS: list[click.Command] = [train_joint_command]

@@ -69,13 +69,15 @@ def train_reid_command(data_root: Path, fmt: str, out: Path, preset: str,
     extra = [f"train.epochs={epochs}"] if epochs else []
     extra += [f"loss.name={loss}"] if loss else []
     extra += ["model.pretrained=true"] if pretrained else []
-    cfg = reid_config(preset, (*overrides, *extra))
+    # --resume continues with the checkpoint's config (psearch.training.trainer's rule)
+    cfg = None if resume else reid_config(preset, (*overrides, *extra))
     dataset = load_dataset(data_root, fmt)
     manifest = read_manifest(detections) if detections is not None else None
     with allow_downloads(download):
-        history = train_reid(dataset, cfg, out, device=device, resume=resume,
-                             detections=manifest, progress=not quiet, log=click.echo)
-    click.echo(f"saved {out / 'last.pt'} ({len(history)} epochs)")
+        result = train_reid(dataset, cfg, out, device=device, resume=resume,
+                            detections=manifest, progress=not quiet, log=click.echo,
+                            overrides=(*overrides, *extra) if resume else ())
+    click.echo(result.closing_line())
 
 
 @click.command("embed")

@@ -6,6 +6,7 @@ dataset files is converted once, in the loaders.
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -94,3 +95,12 @@ class PersonSearchDataset:
             return self._by_name[name]
         except KeyError:
             raise KeyError(f"image {name!r} is not in dataset {self.root}") from None
+
+
+def data_fingerprint(records: list[ImageRecord]) -> str:
+    """SHA-256 of images' names and boxes (order-independent): every trainer's resume check."""
+    digest = hashlib.sha256()
+    for record in sorted(records, key=lambda r: r.name):
+        digest.update(record.name.encode())
+        digest.update(np.round(record.boxes, 2).astype(np.float32).tobytes())
+    return digest.hexdigest()

@@ -2,136 +2,102 @@
 
 Every box of the train split is a person, labeled identity or not. SGD with momentum, a linear
 warm-up over the first iterations and step decay at given epochs, random horizontal flips,
-gradient-norm clipping, all in the shared loop of ``psearch.training.loop``. After each epoch
-``DIR/last.pt`` is written (model, optimizer and scheduler state, the config and a fingerprint of
-the training data; ``train.keep_epochs: true`` keeps ``DIR/epoch_N.pt`` too), so ``resume=True``
-continues exactly where the last finished epoch stopped.
+gradient-norm clipping. ``DetectorTrainer`` is a ``psearch.training.trainer.Trainer``: the run
+files (``last.pt``, ``best.pt``, ``history.json``, ``metrics.json``) and the resume rule are
+the base's.
 """
 
 from __future__ import annotations
 
-import hashlib
 import os
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-from psearch.core.config import resolve_config as resolve_config_keys
-from psearch.core.device import resolve_device
-from psearch.core.errors import PsearchError
-from psearch.core.io import write_json_atomic
+from psearch.core.config import resolve_config as resolve_keys
+from psearch.core.config import stage_config
 from psearch.core.media import read_image
 from psearch.core.progress import progress_bar
-from psearch.data.annotations import ImageRecord, PersonSearchDataset
+from psearch.data.annotations import PersonSearchDataset
 from psearch.detector.inference import PersonDetector
-from psearch.detector.model import build_detector, resolve_model_config
+from psearch.detector.model import DEFAULT_MODEL_CONFIG, build_detector, resolve_model_config
 from psearch.nn.targets import DetectionTrainSet
 from psearch.nn.targets import collate as _collate
-from psearch.training.loop import (
-    LAST_NAME,
-    SGD_TRAIN_DEFAULTS,
-    fit,
-    prepare_run,
-    sgd_optimizer,
-    step_decay_schedule,
-)
+from psearch.training.loop import LAST_NAME, SGD_TRAIN_DEFAULTS
+from psearch.training.trainer import METRICS_NAME, Trainer, TrainResult, detection_batch
 
 CHECKPOINT_KIND = "detector"
-METRICS_NAME = "metrics.json"
+__all__ = ["DEFAULTS", "METRICS_NAME", "DetectorTrainer", "detector_config", "resolve_config",
+           "train_detector", "evaluate_detector"]
 
 DEFAULT_TRAIN_CONFIG: dict[str, Any] = dict(SGD_TRAIN_DEFAULTS)
+DEFAULTS: dict[str, Any] = {"model": DEFAULT_MODEL_CONFIG, "train": DEFAULT_TRAIN_CONFIG}
+"""Every key of a detector config and its default (presets: ``psearch/configs/detector_*``)."""
 
 
-def resolve_config(cfg: dict[str, Any]) -> dict[str, Any]:
-    """A full detector config ``{"model": ..., "train": ...}`` with defaults filled in; unknown
-    sections or keys are refused."""
-    unknown = set(cfg) - {"model", "train"}
-    if unknown:
-        raise PsearchError(f"detector config: unknown section(s) {', '.join(sorted(unknown))} "
-                           f"(expected model, train)")
-    return {"model": resolve_model_config(cfg.get("model")),
-            "train": resolve_config_keys(DEFAULT_TRAIN_CONFIG, cfg.get("train"), "train")}
+def resolve_config(cfg: dict[str, Any] | None) -> dict[str, Any]:
+    """A full detector config ``{"model": ..., "train": ...}``; unknown keys are refused."""
+    out = resolve_keys(DEFAULTS, cfg)
+    out["model"] = resolve_model_config(out["model"])  # checks the backbone
+    return out
 
 
-def data_fingerprint(records: list[ImageRecord]) -> str:
-    """SHA-256 of the training images' names and boxes (order-independent)."""
-    digest = hashlib.sha256()
-    for record in sorted(records, key=lambda r: r.name):
-        digest.update(record.name.encode())
-        digest.update(np.round(record.boxes, 2).astype(np.float32).tobytes())
-    return digest.hexdigest()
+def detector_config(preset: str | os.PathLike | None = "detector_cpu",
+                    overrides: list[str] | tuple[str, ...] = ()) -> dict[str, Any]:
+    """The defaults, a preset (name or YAML file), then ``--set`` overrides."""
+    return resolve_config(stage_config(DEFAULTS, preset, overrides))
 
 
+class DetectorTrainer(Trainer):
+    """Faster R-CNN on every box of the train split; evaluated by detection AP and recall."""
+
+    kind = CHECKPOINT_KIND
+    command = "train-detector"
+    best_metric = "ap"
+
+    def resolve(self, config: dict[str, Any]) -> dict[str, Any]:
+        return resolve_config(config)
+
+    def build_model(self, fresh: bool) -> torch.nn.Module:
+        return build_detector(self.config["model"], load_weights=fresh)
+
+    def build_loader(self) -> DataLoader:
+        records, train = self.dataset.train, self.train
+        return DataLoader(DetectionTrainSet(records, train["hflip"]),
+                          batch_size=train["batch_size"], shuffle=True,
+                          num_workers=train["workers"], collate_fn=_collate,
+                          drop_last=len(records) > train["batch_size"],
+                          generator=torch.Generator().manual_seed(train["seed"]))
+
+    def step(self, batch: tuple[list, list]) -> dict[str, torch.Tensor]:
+        return self.model(*detection_batch(batch, self.device))
+
+    def evaluate(self) -> dict[str, Any]:
+        detector = PersonDetector(self.model, self.config, device=self.device,
+                                  checkpoint=str((self.out_dir / LAST_NAME).resolve()),
+                                  batch_size=self.train["batch_size"])
+        return evaluate_detector(detector, self.dataset, progress=self.progress)
+
+    def headline(self, report: dict[str, Any]) -> dict[str, Any]:
+        return {"ap": report["all"]["ap"], "recall": report["all"]["recall"]}
+
+    def report_metrics(self, report: dict[str, Any]) -> dict[str, Any]:
+        return {"detection": report}
 
 
-def train_detector(dataset: PersonSearchDataset, config: dict[str, Any], out_dir: str | os.PathLike,
-                   device: str | None = None, resume: bool = False, epochs: int | None = None,
-                   evaluate: bool = True, progress: bool = True,
-                   log: Callable[[str], None] | None = print) -> dict[str, Any]:
-    """Train (or resume) a detector on ``dataset.train``; return the final metrics.
-
-    ``config``: a detector config (``resolve_config``); ignored on resume, where the checkpoint's
-    config is used (``epochs`` may still extend training). The metrics (last losses and, with
-    ``evaluate``, detection AP and recall on the test split) are also written to
-    ``DIR/metrics.json``.
-    """
-    out_dir = Path(out_dir)
-    last = out_dir / LAST_NAME
-    device = resolve_device(device)
-    records = dataset.train
-    if not records:
-        raise PsearchError(f"{dataset.root}: the train split has no images")
-    fingerprint = data_fingerprint(records)
-
-    payload = prepare_run(out_dir, CHECKPOINT_KIND, resume, fingerprint, str(dataset.root))
-    if payload is not None:
-        config = payload["config"]
-    config = resolve_config(config)
-    if epochs is not None:
-        config["train"]["epochs"] = epochs
-    train = config["train"]
-
-    torch.manual_seed(train["seed"])
-    model = build_detector(config["model"], load_weights=payload is None).to(device)
-    optimizer = sgd_optimizer(model, train)
-    loader = DataLoader(DetectionTrainSet(records, train["hflip"]), batch_size=train["batch_size"],
-                        shuffle=True, num_workers=train["workers"], collate_fn=_collate,
-                        drop_last=len(records) > train["batch_size"],
-                        generator=torch.Generator().manual_seed(train["seed"]))
-    if payload is not None:  # the data order of the remaining epochs, as an unbroken run
-        torch.manual_seed(train["seed"] + payload["epoch"])
-        loader.generator.manual_seed(train["seed"] + payload["epoch"])
-
-    def step(batch: tuple[list, list]) -> dict[str, torch.Tensor]:
-        images = [img.to(device, non_blocking=True).float().div_(255) for img in batch[0]]
-        targets = [{k: v.to(device) for k, v in t.items()} for t in batch[1]]
-        return model(images, targets)
-
-    state = {"data_fingerprint": fingerprint,
-             "data": {"root": str(dataset.root), "name": dataset.name,
-                      "train_images": len(records)}}
-    history = fit(out_dir=out_dir, kind=CHECKPOINT_KIND, config=config, model=model,
-                  optimizer=optimizer, loader=loader, step=step,
-                  lr_lambda=step_decay_schedule(train, len(loader)),
-                  epochs=train["epochs"], clip_grad_norm=train["clip_grad_norm"],
-                  resume_payload=payload, extra_state=state,
-                  checkpoint_every=train["checkpoint_every"], keep_epochs=train["keep_epochs"],
-                  progress=progress, log=log)
-    final = history[-1] if history else {"loss": float("nan"), "losses": {}}
-    losses = {"loss": final["loss"], **final.get("losses", {})}
-    metrics: dict[str, Any] = {"epochs": train["epochs"],
-                               "train_seconds": sum(r["seconds"] for r in history),
-                               "losses": losses}
-    if evaluate and dataset.gallery:
-        detector = PersonDetector(model, config, device=device, checkpoint=str(last.resolve()),
-                                  batch_size=train["batch_size"])
-        metrics["detection"] = evaluate_detector(detector, dataset, progress=progress)
-    write_json_atomic(out_dir / METRICS_NAME, metrics)
-    return metrics
+def train_detector(dataset: PersonSearchDataset, config: dict[str, Any] | None,
+                   out_dir: str | os.PathLike, device: str | None = None, resume: bool = False,
+                   epochs: int | None = None, evaluate: bool = True, progress: bool = True,
+                   log: Callable[[str], None] | None = print,
+                   overrides: list[str] | tuple[str, ...] = ()) -> TrainResult:
+    """Train (or resume) a detector on ``dataset.train`` (``DetectorTrainer``); the metrics
+    (``result.metrics``: last losses and, with ``evaluate``, ``detection`` AP and recall on the
+    test split) are also in ``DIR/metrics.json``. Resume rule: ``psearch.training.trainer``."""
+    return DetectorTrainer(dataset, config, out_dir, device=device, resume=resume,
+                           epochs=epochs, overrides=overrides, evaluate=evaluate,
+                           progress=progress, log=log).run()
 
 
 def evaluate_detector(detector: Any, dataset: PersonSearchDataset, batch_size: int = 8,

@@ -8,11 +8,12 @@ anchor-free AlignPS model's own parts, ``psearch.joint.alignps``) and ``train``.
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
-from psearch.core.config import resolve_config
+from psearch.core.config import resolve_config, stage_config
 from psearch.core.errors import PsearchError
-from psearch.detector.model import resolve_model_config
+from psearch.detector.model import DEFAULT_MODEL_CONFIG, resolve_model_config
 from psearch.nn.inet_losses import PAIR_LOSSES
 from psearch.training.loop import SGD_TRAIN_DEFAULTS
 
@@ -70,20 +71,22 @@ DEFAULT_TRAIN_CONFIG: dict[str, Any] = {
     #                   labeled person (psearch.joint.pairs); None: pairs for inet/dcinet
 }
 SAMPLERS = ("shuffle", "pairs")
+DEFAULTS: dict[str, Any] = {"model": DEFAULT_MODEL_CONFIG, "reid": DEFAULT_REID_CONFIG,
+                            "alignps": DEFAULT_ALIGNPS_CONFIG, "train": DEFAULT_TRAIN_CONFIG}
+"""Every key of a joint config and its default (presets: ``psearch/configs/joint_*``)."""
+
+
+def joint_config(preset: str | os.PathLike | None, overrides: list[str] | tuple[str, ...] = ()
+                 ) -> dict[str, Any]:
+    """The defaults, a preset (name or YAML file), then ``--set`` overrides, checked."""
+    return resolve_joint_config(stage_config(DEFAULTS, preset, overrides))
 
 
 def resolve_joint_config(cfg: dict[str, Any] | None) -> dict[str, Any]:
     """A full joint config ``{"model", "reid", "train"}`` with defaults filled in; unknown keys
     and an unknown model or loss are a ``PsearchError`` naming them."""
-    cfg = dict(cfg or {})
-    unknown = sorted(set(cfg) - set(SECTIONS))
-    if unknown:
-        raise PsearchError(f"{unknown[0]}: unknown config section (known: "
-                           f"{', '.join(SECTIONS)})")
-    out = {"model": resolve_model_config(cfg.get("model")),
-           "reid": resolve_config(DEFAULT_REID_CONFIG, cfg.get("reid"), "reid"),
-           "alignps": resolve_config(DEFAULT_ALIGNPS_CONFIG, cfg.get("alignps"), "alignps"),
-           "train": resolve_config(DEFAULT_TRAIN_CONFIG, cfg.get("train"), "train")}
+    out = resolve_config(DEFAULTS, cfg)
+    out["model"] = resolve_model_config(out["model"])  # checks the backbone
     reid = out["reid"]
     if reid["model"] not in MODELS:
         raise PsearchError(f"reid.model {reid['model']!r}: expected one of {', '.join(MODELS)}")

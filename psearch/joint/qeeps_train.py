@@ -1,5 +1,5 @@
-"""QEEPS fine-tuning (``psearch train-joint --model qeeps --init OIM.pt``) through the shared
-loop (``psearch.training.loop.fit``).
+"""QEEPS fine-tuning (``psearch train-joint --model qeeps --init OIM.pt``): ``QEEPSTrainer``,
+a ``psearch.training.trainer.Trainer``.
 
 A QEEPS config is the OIM checkpoint's ``model`` and ``reid`` sections (the architecture it
 extends) plus its own ``qeeps`` (``DEFAULT_QEEPS_CONFIG``) and ``train`` sections
@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -26,22 +25,19 @@ from torch.utils.data import DataLoader, Dataset
 
 from psearch.core.checkpoint import load_checkpoint
 from psearch.core.config import resolve_config
-from psearch.core.device import resolve_device
 from psearch.core.errors import PsearchError
-from psearch.core.io import write_json_atomic
 from psearch.core.media import read_image
 from psearch.data.annotations import UNLABELED_PID, ImageRecord, PersonSearchDataset
-from psearch.detector.train import data_fingerprint
 from psearch.joint.config import CHECKPOINT_KIND as JOINT_KIND
 from psearch.joint.config import resolve_joint_config
 from psearch.joint.model import JointSearchModel
 from psearch.joint.qeeps import DEFAULT_QEEPS_CONFIG, QEEPSModel
 from psearch.joint.train import check_training_data
 from psearch.nn.targets import DetectionTrainSet, pid_classes
-from psearch.training.loop import LAST_NAME, fit, prepare_run, sgd_optimizer, step_decay_schedule
+from psearch.training.trainer import METRICS_NAME, Trainer, TrainResult
 
 CHECKPOINT_KIND = "qeeps"
-METRICS_NAME = "metrics.json"
+__all__ = ["METRICS_NAME", "QEEPSTrainer", "draw_pairs", "resolve_qeeps_config", "train_qeeps"]
 
 DEFAULT_QEEPS_TRAIN: dict[str, Any] = {
     "epochs": 2,
@@ -65,6 +61,10 @@ DEFAULT_QEEPS_TRAIN: dict[str, Any] = {
 }
 
 
+DEFAULTS: dict[str, Any] = {"qeeps": DEFAULT_QEEPS_CONFIG, "train": DEFAULT_QEEPS_TRAIN}
+"""QEEPS's own keys and their defaults (``model``/``reid``: the --init checkpoint's)."""
+
+
 def resolve_qeeps_config(cfg: dict[str, Any] | None, base: dict[str, Any] | None = None
                          ) -> dict[str, Any]:
     """A full QEEPS config: ``model``/``reid`` of ``base`` (the OIM checkpoint's config) or of
@@ -80,9 +80,8 @@ def resolve_qeeps_config(cfg: dict[str, Any] | None, base: dict[str, Any] | None
         raise PsearchError(f"QEEPS extends a ResNet C4 joint model; this one has "
                            f"{joint['model']['backbone']} (train it with model.backbone "
                            f"resnet18_c4 or resnet50_c4)")
-    return {"model": joint["model"], "reid": joint["reid"],
-            "qeeps": resolve_config(DEFAULT_QEEPS_CONFIG, cfg.get("qeeps"), "qeeps"),
-            "train": resolve_config(DEFAULT_QEEPS_TRAIN, cfg.get("train"), "train")}
+    own = resolve_config(DEFAULTS, {k: v for k, v in cfg.items() if k in DEFAULTS})
+    return {"model": joint["model"], "reid": joint["reid"], **own}
 
 
 def build_qeeps(config: dict[str, Any], with_loss: bool = True) -> QEEPSModel:
@@ -198,62 +197,72 @@ def collate_pairs(batch: list) -> tuple[list, list, list, list]:
     return tuple(list(items) for items in zip(*batch, strict=True))
 
 
+class QEEPSTrainer(Trainer):
+    """QEEPS fine-tuned from an OIM C4 checkpoint (``init``) on (query box, gallery image)
+    pairs; it searches pair by pair, so a run has no test-split evaluation."""
+
+    kind = CHECKPOINT_KIND
+    command = "train-joint --model qeeps"
+
+    def __init__(self, *args: Any, init: str | os.PathLike | None = None,
+                 **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.init = init
+        self.base_model: QEEPSModel | None = None  # a fresh run's, built by resolve
+
+    def check_data(self) -> None:
+        self.table = check_training_data(self.dataset)
+        if not self.resume and self.init is None:
+            raise PsearchError("--model qeeps needs --init OIM.pt (a train-joint --model oim "
+                               "checkpoint with a ResNet C4 backbone)")
+
+    def resolve(self, config: dict[str, Any]) -> dict[str, Any]:
+        if self.resume:
+            out = resolve_qeeps_config(config)
+            out["reid"]["num_ids"] = len(self.table)
+            return out
+        self.base_model, out = qeeps_from_oim(self.init, config)  # the --init architecture
+        if int(out["reid"]["num_ids"] or -1) != len(self.table):
+            raise PsearchError(f"{self.init}: trained on {out['reid']['num_ids']} identities, "
+                               f"{self.dataset.root} has {len(self.table)}: fine-tune on the "
+                               f"OIM model's training data")
+        return out
+
+    def build_model(self, fresh: bool) -> torch.nn.Module:
+        return build_qeeps(self.config) if not fresh else self.base_model
+
+    def build_loader(self) -> DataLoader:
+        records = [r for r in self.dataset.train if len(r.boxes)]
+        self.pairs = PairSet(records, self.table, self.train)
+        return DataLoader(self.pairs, batch_size=self.train["batch_size"], shuffle=False,
+                          num_workers=self.train["workers"], collate_fn=collate_pairs)
+
+    def on_epoch_start(self, epoch: int) -> None:
+        self.pairs.set_epoch(epoch)
+
+    def step(self, batch: tuple[list, list, list, list]) -> dict[str, torch.Tensor]:
+        queries, qboxes, galleries, targets = batch
+        dev = self.device
+        return self.model([q.to(dev).float().div_(255) for q in queries],
+                          [b.to(dev) for b in qboxes],
+                          [g.to(dev).float().div_(255) for g in galleries],
+                          [{k: v.to(dev) for k, v in t.items()} for t in targets])
+
+    def extra_state(self) -> dict[str, Any]:
+        return {"pid_values": self.table.tolist(),
+                "init": None if self.init is None else str(self.init)}
+
+    def final_metrics(self) -> dict[str, Any]:
+        return {"pairs_per_epoch": len(self.pairs)}
+
+
 def train_qeeps(dataset: PersonSearchDataset, config: dict[str, Any] | None,
                 out_dir: str | os.PathLike, init: str | os.PathLike | None = None,
                 device: str | None = None, resume: bool = False, epochs: int | None = None,
-                progress: bool = True, log: Callable[[str], None] | None = print
-                ) -> dict[str, Any]:
-    """Fine-tune QEEPS from the OIM checkpoint ``init`` (or resume ``out_dir``); write
-    ``DIR/last.pt`` (kind ``qeeps``) and ``DIR/metrics.json`` (train time, last losses)."""
-    out_dir = Path(out_dir)
-    device = resolve_device(device)
-    table = check_training_data(dataset)
-    fingerprint = data_fingerprint(dataset.train)
-    payload = prepare_run(out_dir, CHECKPOINT_KIND, resume, fingerprint, str(dataset.root))
-    if payload is not None:
-        config = resolve_qeeps_config(payload["config"])
-        config["reid"]["num_ids"] = len(table)
-        model = build_qeeps(config)
-    else:
-        if init is None:
-            raise PsearchError("--model qeeps needs --init OIM.pt (a train-joint --model oim "
-                               "checkpoint with a ResNet C4 backbone)")
-        model, config = qeeps_from_oim(init, config)
-        if int(config["reid"]["num_ids"] or -1) != len(table):
-            raise PsearchError(f"{init}: trained on {config['reid']['num_ids']} identities, "
-                               f"{dataset.root} has {len(table)}: fine-tune on the OIM "
-                               f"model's training data")
-    if epochs is not None:
-        config["train"]["epochs"] = epochs
-    train = config["train"]
-    torch.manual_seed(train["seed"])
-    model = model.to(device)
-    optimizer = sgd_optimizer(model, train)
-    records = [r for r in dataset.train if len(r.boxes)]
-    pairs = PairSet(records, table, train)
-    loader = DataLoader(pairs, batch_size=train["batch_size"], shuffle=False,
-                        num_workers=train["workers"], collate_fn=collate_pairs)
-
-    def step(batch: tuple[list, list, list, list]) -> dict[str, torch.Tensor]:
-        queries, qboxes, galleries, targets = batch
-        return model([q.to(device).float().div_(255) for q in queries],
-                     [b.to(device) for b in qboxes],
-                     [g.to(device).float().div_(255) for g in galleries],
-                     [{k: v.to(device) for k, v in t.items()} for t in targets])
-
-    history = fit(out_dir=out_dir, kind=CHECKPOINT_KIND, config=config, model=model,
-                  optimizer=optimizer, loader=loader, step=step,
-                  lr_lambda=step_decay_schedule(train, len(loader)),
-                  epochs=train["epochs"], clip_grad_norm=train["clip_grad_norm"],
-                  resume_payload=payload, on_epoch_start=pairs.set_epoch,
-                  extra_state={"data_fingerprint": fingerprint, "pid_values": table.tolist(),
-                               "init": None if init is None else str(init)},
-                  checkpoint_every=train["checkpoint_every"], keep_epochs=train["keep_epochs"],
-                  progress=progress, log=log)
-    final = history[-1] if history else {}
-    metrics = {"epochs": train["epochs"], "pairs_per_epoch": len(pairs),
-               "train_seconds": float(load_checkpoint(out_dir / LAST_NAME)
-                                      .get("train_seconds", 0.0)),
-               "losses": {"loss": final.get("loss"), **final.get("losses", {})}}
-    write_json_atomic(out_dir / METRICS_NAME, metrics)
-    return metrics
+                progress: bool = True, log: Callable[[str], None] | None = print,
+                overrides: list[str] | tuple[str, ...] = ()) -> TrainResult:
+    """Fine-tune QEEPS from the OIM checkpoint ``init`` (or resume ``out_dir``) with
+    ``QEEPSTrainer``: kind ``qeeps`` checkpoints; run files and resume rule of
+    ``psearch.training.trainer``."""
+    return QEEPSTrainer(dataset, config, out_dir, device=device, resume=resume, epochs=epochs,
+                        overrides=overrides, progress=progress, log=log, init=init).run()

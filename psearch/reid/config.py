@@ -6,19 +6,19 @@ one-line error (``psearch.core.config.resolve_config``).
 
 from __future__ import annotations
 
-import functools
 from pathlib import Path
 from typing import Any
 
 from psearch.core.config import load_config, resolve_config, stage_config
 
 DEFAULT_PRESET = "reid_cpu"
+DEFAULTS: dict[str, Any] = load_config(DEFAULT_PRESET)
+"""Every key of a re-ID config and its default (the ``reid_cpu`` preset lists them all)."""
 
 
-@functools.cache
 def reid_defaults() -> dict[str, Any]:
-    """The default re-ID config (the ``reid_cpu`` preset, which lists every key)."""
-    return load_config(DEFAULT_PRESET)
+    """The default re-ID config (``DEFAULTS``)."""
+    return DEFAULTS
 
 
 def resolve_reid_config(cfg: dict[str, Any] | None) -> dict[str, Any]:

@@ -79,7 +79,8 @@ def prepare_run(out_dir: str | os.PathLike, kind: str, resume: bool,
         if not last.is_file():
             raise PsearchError(f"{last}: nothing to resume (no checkpoint); drop --resume")
         payload = load_checkpoint(last, kind=kind)
-        if fingerprint is not None and payload.get("data_fingerprint") != fingerprint:
+        saved = payload.get("data_fingerprint")  # absent in older re-ID checkpoints
+        if fingerprint is not None and saved is not None and saved != fingerprint:
             raise PsearchError(f"{last}: was trained on other data than {data} (fingerprint "
                                "differs); use another --out to start afresh")
         return payload
@@ -140,6 +141,7 @@ def fit(*, out_dir: str | os.PathLike, kind: str, config: dict[str, Any], model:
         extra_state: Mapping[str, Any] | Callable[[], Mapping[str, Any]] | None = None,
         evaluate: Callable[[], dict[str, Any]] | None = None, eval_every: int = 0,
         best_metric: str | None = None, on_epoch_start: Callable[[int], None] | None = None,
+        on_epoch_end: Callable[[list[dict[str, Any]]], None] | None = None,
         checkpoint_every: int = 1, keep_epochs: bool = False, progress: bool = True,
         log: Callable[[str], None] | None = None) -> list[dict[str, Any]]:
     """Train ``model`` for ``epochs`` epochs (in all, counting resumed ones); return the history.
@@ -150,7 +152,7 @@ def fit(*, out_dir: str | os.PathLike, kind: str, config: dict[str, Any], model:
     function returning one at save time) is saved as is. Each history record holds ``epoch``,
     ``loss`` (mean total), ``losses`` (mean of each term), ``lr``, ``seconds`` and, on evaluation
     epochs, ``eval``. ``on_epoch_start(epoch)`` (0-based) runs before each epoch, e.g. to seed a
-    sampler.
+    sampler; ``on_epoch_end(history)`` after each epoch's checkpoints.
     """
     out_dir = Path(out_dir)
     modules = dict(extra_modules or {})
@@ -198,6 +200,8 @@ def fit(*, out_dir: str | os.PathLike, kind: str, config: dict[str, Any], model:
         if score is not None and score > best:
             best = score
             save(out_dir / BEST_NAME, epoch + 1)
+        if on_epoch_end is not None:
+            on_epoch_end(history)
     return history
 
 
