@@ -211,12 +211,13 @@ def test_train_joint_download_opens_the_download_policy(flag, cuhk_world, tmp_pa
     import psearch.joint.train as joint_train
     from psearch.cli.main import main
     from psearch.core.weights import downloads_allowed
+    from psearch.training.trainer import TrainResult
 
     seen = {}
 
     def fake_train(dataset, config, out_dir, **kwargs):
         seen.update(kwargs, allowed=downloads_allowed())
-        return {"train_seconds": 0.0}
+        return TrainResult("train-joint", Path(out_dir), [], {"train_seconds": 0.0})
 
     monkeypatch.setattr(joint_train, "train_joint", fake_train)
     main(["train-joint", "--data", str(cuhk_world), "--out", str(tmp_path / "run"), "-q", *flag])
