@@ -13,11 +13,11 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from psearch.core.boxes import crop_boxes
 from psearch.core.media import read_image
 from psearch.core.progress import progress_bar
 from psearch.data.annotations import PersonSearchDataset
 from psearch.evaluation.results import SearchResults
-from psearch.reid.model import crop_boxes
 
 IMAGES_PER_CHUNK = 32
 """Images decoded per step: their crops are embedded together in one batched call."""

@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from psearch.core.boxes import crop_boxes
 from psearch.core.checkpoint import load_checkpoint
 from psearch.core.device import resolve_device
 from psearch.core.errors import PsearchError
@@ -99,20 +100,6 @@ def build_reid_net(cfg: dict[str, Any], pretrained: bool | None = None) -> ReidN
     backbone.train()
     data_cfg = timm.data.resolve_data_config({}, model=backbone)
     return ReidNet(backbone, in_features, int(cfg["dim"]), data_cfg["mean"], data_cfg["std"])
-
-
-def crop_boxes(image: np.ndarray, boxes: np.ndarray) -> list[np.ndarray]:
-    """Views of ``image`` [H, W, 3] inside ``boxes`` float [N, 4] (x1, y1, x2, y2).
-
-    Boxes are rounded outwards and clipped to the image; every crop is at least 1x1 pixel.
-    """
-    height, width = image.shape[:2]
-    boxes = np.asarray(boxes, dtype=np.float32).reshape(-1, 4)
-    x1 = np.clip(np.floor(boxes[:, 0]), 0, width - 1).astype(np.int64)
-    y1 = np.clip(np.floor(boxes[:, 1]), 0, height - 1).astype(np.int64)
-    x2 = np.clip(np.ceil(boxes[:, 2]), x1 + 1, width).astype(np.int64)
-    y2 = np.clip(np.ceil(boxes[:, 3]), y1 + 1, height).astype(np.int64)
-    return [image[b:d, a:c] for a, b, c, d in zip(x1, y1, x2, y2, strict=True)]
 
 
 def resize_crop(crop: np.ndarray, size: tuple[int, int]) -> np.ndarray:
