@@ -27,8 +27,9 @@ from psearch.core.io import write_json_atomic
 from psearch.core.media import iter_pictures
 from psearch.core.progress import progress_bar
 from psearch.detector.inputs import FrameSampling, Source, estimate_pictures, video_timing
+from psearch.formats.embeddings import EmbeddingSink
 from psearch.formats.manifest import ManifestWriter
-from psearch.roles import Detector
+from psearch.roles import Detector, DetectorEmbedder
 
 SETTINGS_NAME = "detect.json"
 CROPS_DIR = "crops"
@@ -184,13 +185,11 @@ def run_detect(detector: Detector, sources: list[Source], out_dir: str | Path,
     return summary
 
 
-def _embedding_sink(out_dir: Path, detector: Any) -> Any:
-    """Where ``--embed`` appends embeddings (``psearch.joint.embed.EmbeddingSink``)."""
-    if not hasattr(detector, "detect_and_embed"):
+def _embedding_sink(out_dir: Path, detector: Detector) -> EmbeddingSink:
+    """Where ``--embed`` appends embeddings (``psearch.formats.embeddings.EmbeddingSink``)."""
+    if not isinstance(detector, DetectorEmbedder):
         raise PsearchError("--embed needs a model that detects and embeds in one pass (a "
                            "train-joint checkpoint)")
-    from psearch.joint.embed import EmbeddingSink
-
     return EmbeddingSink(out_dir, detector)
 
 

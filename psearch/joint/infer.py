@@ -40,8 +40,9 @@ class JointSearcher:
     Plays both roles of ``psearch.registry``: ``Detector`` and (frame-based) ``Embedder``.
     """
 
-    frame_based = True
-    """Embeds boxes on their full frame (``psearch embed`` decodes frames, not crops)."""
+    source = "frames"
+    """``Embedder`` role: boxes are embedded on their full frame (``psearch embed`` decodes
+    frames, not crops)."""
 
     def __init__(self, model: JointModel, config: dict[str, Any],
                  device: str | torch.device | None = "cpu", checkpoint: str | None = None,

@@ -128,6 +128,9 @@ class ReidModel:
     >>> feats = model.embed_boxes(image, boxes)        # boxes float [N, 4] x1 y1 x2 y2
     """
 
+    source = "crops"
+    """``Embedder`` role: sees only each box's crop (``psearch embed`` reads the crop files)."""
+
     def __init__(self, net: ReidNet, config: dict[str, Any],
                  device: str | torch.device | None = "auto", batch_size: int = 128) -> None:
         self.config = config
