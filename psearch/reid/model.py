@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from psearch.core.boxes import crop_boxes
-from psearch.core.checkpoint import load_checkpoint
+from psearch.core.checkpoint import checkpoint_of_kind, load_model_state
 from psearch.core.device import resolve_device
 from psearch.core.errors import PsearchError
 from psearch.reid.config import model_config
@@ -147,13 +147,12 @@ class ReidModel:
                         ) -> ReidModel:
         """Load a ``psearch train-reid`` checkpoint; ``PsearchError`` if it is not a usable one.
         ``payload``: the checkpoint already read by ``load_checkpoint``."""
-        if payload is None:
-            payload = load_checkpoint(path, CHECKPOINT_KIND)
+        payload = checkpoint_of_kind(path, CHECKPOINT_KIND, payload)
         config = payload.get("config")
         if not isinstance(config, dict) or not isinstance(payload.get("model"), dict):
             raise PsearchError(f"{path}: re-ID checkpoint without 'config' or 'model' entries")
         net = build_reid_net(config.get("model", {}), pretrained=False)
-        load_net_state(net, payload["model"], path)
+        load_model_state(net, payload["model"], path)
         model = cls(net, config, device, batch_size)
         model.checkpoint_path = Path(path)
         return model
@@ -193,14 +192,3 @@ class ReidModel:
     def embed_boxes(self, image: np.ndarray, boxes: np.ndarray) -> np.ndarray:
         """The people at ``boxes`` float [N, 4] (x1, y1, x2, y2) of RGB ``image`` -> [N, D]."""
         return self.embed_crops(crop_boxes(image, boxes))
-
-
-def load_net_state(net: ReidNet, state: dict[str, torch.Tensor], path: str | os.PathLike) -> None:
-    """Load ``state`` into ``net``; a state of another architecture or size is a PsearchError."""
-    try:
-        net.load_state_dict(state)
-    except RuntimeError as exc:
-        lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
-        detail = lines[1] if len(lines) > 1 else lines[0] if lines else "mismatch"
-        raise PsearchError(f"{path}: weights do not match the checkpoint's model config "
-                           f"({detail[:200]})") from None
