@@ -80,7 +80,8 @@ def load_model(path: str | os.PathLike, role: str, device: Any = "auto", **optio
 def load_detector(weights: str | os.PathLike, device: Any = "auto", **options: Any) -> Detector:
     """``"hog"``: the HOG baseline; else any checkpoint that can detect (detector, joint)."""
     if str(weights).lower() != HOG_NAME:
-        options.pop("upscale", None)  # HOG's only option
+        options.pop("upscale", None)  # HOG's options
+        options.pop("contain", None)
     return load_model(weights, "detect", device, **options)
 
 

@@ -35,7 +35,8 @@ class Embedder(Protocol):
 
     ``source`` says what the model looks at: "crops" (the cascade's re-ID network; it also
     offers ``embed_crops(crops)``, a list of RGB crops -> [N, dim]) or "frames" (joint models,
-    which need the whole image).
+    which need the whole image; they also offer ``embed_images_boxes(images, boxes)``, per
+    image [K_i, dim], batched over the images).
     """
 
     dim: int

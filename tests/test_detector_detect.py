@@ -10,9 +10,10 @@ import pytest
 import torch
 from support import run_cli, write_video
 
+from psearch.core.boxes import crop_boxes
 from psearch.core.checkpoint import save_checkpoint
 from psearch.core.media import read_image
-from psearch.detector.detect import DetectSettings, crop_boxes, run_detect
+from psearch.detector.detect import DetectSettings, run_detect
 from psearch.detector.inputs import collect_sources
 from psearch.detector.model import build_detector
 from psearch.detector.train import resolve_config

@@ -49,3 +49,11 @@ def test_detect_matches_windows_then_suppress(cuhk_world):
     again = hog.suppress(raw_boxes, raw_scores, image.shape[:2])
     np.testing.assert_array_equal(boxes, again[0])
     assert np.all(np.diff(scores) <= 0)
+
+
+def test_registry_passes_the_containment_threshold_to_hog_only():
+    from psearch.registry import load_detector
+
+    assert load_detector("hog", contain=0.5).contain == 0.5
+    assert load_detector("hog", contain=1.0).contain is None  # >= 1: off
+    assert load_detector("hog").contain == HogDetector().contain

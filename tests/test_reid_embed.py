@@ -8,8 +8,9 @@ from support import interrupt_after, run_cli, tiny_checkpoint
 
 from psearch.core.checkpoint import save_checkpoint
 from psearch.core.media import read_image
+from psearch.formats.embeddings import PARTIAL_NAME, PROGRESS_NAME
 from psearch.reid import ReidModel
-from psearch.reid.embed import PARTIAL_NAME, PROGRESS_NAME, embed_manifest
+from psearch.reid.embed import embed_manifest
 
 TINY = {"backbone": "test_resnet", "input_size": [64, 32]}
 

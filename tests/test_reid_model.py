@@ -5,10 +5,11 @@ import pytest
 import timm
 import torch
 
+from psearch.core.boxes import crop_boxes
 from psearch.core.checkpoint import save_checkpoint
 from psearch.core.errors import PsearchError
 from psearch.reid import ReidModel
-from psearch.reid.model import build_reid_net, crop_boxes
+from psearch.reid.model import build_reid_net
 
 TINY = {"backbone": "test_resnet", "input_size": [64, 32], "dim": 256}
 

@@ -17,6 +17,8 @@ CROP_HEIGHT, CROP_WIDTH = 64, 32
 class ColorHistogramEmbedder:
     """Striped HSV histogram features; ``dim = stripes * h_bins * s_bins * v_bins``."""
 
+    source = "crops"
+
     def __init__(self, stripes: int = 6, h_bins: int = 8, s_bins: int = 4, v_bins: int = 4) -> None:
         self.stripes, self.h_bins, self.s_bins, self.v_bins = stripes, h_bins, s_bins, v_bins
         self.dim = stripes * h_bins * s_bins * v_bins

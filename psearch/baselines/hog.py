@@ -77,10 +77,14 @@ class HogDetector:
         self.shrink = (float(shrink[0]), float(shrink[1]))
 
     @classmethod
-    def from_name(cls, device: Any = None, upscale: float = 1.0, **_options: Any) -> HogDetector:
-        """The registry's loader for ``--weights hog``. OpenCV runs on the CPU, one image at a
-        time: ``device`` and the network detectors' options (``batch_size``, ...) do not apply."""
-        return cls(upscale=upscale)
+    def from_name(cls, device: Any = None, upscale: float = 1.0, contain: float | None = None,
+                  **_options: Any) -> HogDetector:
+        """The registry's loader for ``--weights hog``; ``contain``: the containment threshold
+        (None: the default, >= 1: off). OpenCV runs on the CPU, one image at a time: ``device``
+        and the network detectors' options (``batch_size``, ...) do not apply."""
+        if contain is None:
+            return cls(upscale=upscale)
+        return cls(upscale=upscale, contain=None if contain >= 1 else contain)
 
     def detect(self, images: list[np.ndarray], score_thresh: float = HOG_SCORE_THRESH,
                max_detections: int | None = None) -> Detections:

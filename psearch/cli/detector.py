@@ -126,9 +126,8 @@ def detect_command(inputs: tuple[str, ...], weights: str, out_dir: Path, recursi
         raise PsearchError("--every and --fps are alternatives; give one of them")
     sources = collect_sources(list(inputs), recursive=recursive, exclude=out_dir,
                               sequence_fps=sequence_fps)
-    detector = load_detector(weights, device=device, batch_size=batch_size, upscale=hog_upscale)
-    if hog_contain is not None and hasattr(detector, "contain"):  # the HOG baseline
-        detector.contain = None if hog_contain >= 1 else hog_contain
+    detector = load_detector(weights, device=device, batch_size=batch_size, upscale=hog_upscale,
+                             contain=hog_contain)
     settings = DetectSettings(score_thresh=score_thresh, min_size=min_size,
                               max_detections=max_detections, batch_size=batch_size,
                               every=every, fps=fps, embed=embed)

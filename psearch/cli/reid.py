@@ -105,20 +105,14 @@ def embed_command(weights: str, manifest_path: Path, out: Path, batch_size: int,
     Example:
       psearch embed --weights runs/reid/last.pt --manifest dets/ --out emb/
     """
+    from psearch.formats.embeddings import EMBEDDINGS_NAME
     from psearch.registry import load_embedder
     from psearch.reid.embed import embed_manifest
 
     model = load_embedder(weights, device=device, batch_size=batch_size)
-    if getattr(model, "frame_based", False):  # a joint model: RoI pooling on full frames
-        from psearch.joint.embed import embed_manifest_frames
-
-        meta = embed_manifest_frames(model, manifest_path, out, restart=restart,
-                                     progress=not quiet)
-        click.echo(f"wrote {out / 'embeddings.npy'}: {meta['rows']} x {meta['dim']}")
-        return
     meta = embed_manifest(model, manifest_path, out, batch_size=batch_size, workers=workers,
                           restart=restart, progress=not quiet, log=click.echo)
-    click.echo(f"wrote {out / 'embeddings.npy'}: {meta['rows']} x {meta['dim']}")
+    click.echo(f"wrote {out / EMBEDDINGS_NAME}: {meta['rows']} x {meta['dim']}")
 
 
 COMMANDS: list[click.Command] = [train_reid_command, embed_command]

@@ -57,3 +57,17 @@ def crop_box(image: np.ndarray, box: np.ndarray) -> np.ndarray:
     x1, y1 = int(np.floor(box[0])), int(np.floor(box[1]))
     x2, y2 = int(np.ceil(box[2])), int(np.ceil(box[3]))
     return image[y1:y2, x1:x2]
+
+
+def crop_boxes(image: np.ndarray, boxes: np.ndarray) -> list[np.ndarray]:
+    """Views of ``image`` [H, W, 3] inside ``boxes`` float [N, 4] (x1, y1, x2, y2).
+
+    Boxes are rounded outwards and clipped to the image; every crop is at least 1x1 pixel.
+    """
+    height, width = image.shape[:2]
+    boxes = np.asarray(boxes, dtype=np.float32).reshape(-1, 4)
+    x1 = np.clip(np.floor(boxes[:, 0]), 0, width - 1).astype(np.int64)
+    y1 = np.clip(np.floor(boxes[:, 1]), 0, height - 1).astype(np.int64)
+    x2 = np.clip(np.ceil(boxes[:, 2]), x1 + 1, width).astype(np.int64)
+    y2 = np.clip(np.ceil(boxes[:, 3]), y1 + 1, height).astype(np.int64)
+    return [image[b:d, a:c] for a, b, c, d in zip(x1, y1, x2, y2, strict=True)]

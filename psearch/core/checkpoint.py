@@ -62,3 +62,28 @@ def load_checkpoint(path: str | os.PathLike, kind: str | None = None,
         raise PsearchError(f"{path}: this is a {payload.get('kind')!r} checkpoint, "
                            f"expected a {kind!r} checkpoint")
     return payload
+
+
+def load_model_state(model: torch.nn.Module, state: dict[str, Any], path: str | os.PathLike,
+                     skip_prefixes: tuple[str, ...] = ()) -> None:
+    """Load a checkpoint's ``state`` into ``model`` (keys starting with ``skip_prefixes``, such as
+    a loss's training state, left out); weights of another architecture or size are a one-line
+    ``PsearchError`` naming ``path``."""
+    if skip_prefixes:
+        state = {k: v for k, v in state.items() if not k.startswith(skip_prefixes)}
+    try:
+        model.load_state_dict(state)
+    except (RuntimeError, TypeError) as exc:
+        lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
+        detail = lines[1] if len(lines) > 1 else lines[0] if lines else "mismatch"
+        raise PsearchError(f"{path}: weights do not match the model of its config "
+                           f"({detail[:200]})") from None
+
+
+def checkpoint_of_kind(path: str | os.PathLike, kind: str,
+                       payload: dict[str, Any] | None = None) -> dict[str, Any]:
+    """``payload`` (a checkpoint the caller already read, e.g. ``psearch.registry``) when it is
+    of ``kind``, else the checkpoint at ``path`` checked to be of ``kind``."""
+    if payload is not None and payload.get("kind") == kind:
+        return payload
+    return load_checkpoint(path, kind=kind)

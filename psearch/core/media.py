@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
@@ -12,6 +14,7 @@ from psearch.core.errors import PsearchError
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".m4v", ".webm", ".mpg", ".mpeg")
+IMAGE, VIDEO, SEQUENCE = "image", "video", "sequence"
 
 
 def read_image(path: str | os.PathLike) -> np.ndarray:
@@ -68,3 +71,68 @@ def read_source_frame(source: str | os.PathLike, frame_index: int) -> np.ndarray
             raise PsearchError(f"{source}: sequence has no frame {frame_index}")
         return read_image(files[frame_index])
     return read_video_frame(source, frame_index)
+
+
+@dataclass(frozen=True)
+class Source:
+    """One input of a detect run: an image (one picture) or a video (its sampled frames)."""
+
+    path: Path  # absolute
+    kind: str  # IMAGE, VIDEO or SEQUENCE (a folder)
+    fps: float | None = None  # SEQUENCE: its frame rate
+
+
+@dataclass(frozen=True)
+class FrameSampling:
+    """Which video frames to process: every ``every``-th frame, or ``fps`` frames per second."""
+
+    every: int = 1
+    fps: float | None = None
+
+    def step(self, video_fps: float) -> float:
+        """Frames between two kept frames (>= 1)."""
+        if self.fps is not None and video_fps > 0:
+            return max(1.0, video_fps / self.fps)
+        return float(max(1, self.every))
+
+
+def _open_video(path: Path) -> cv2.VideoCapture:
+    capture = cv2.VideoCapture(str(path))
+    if not capture.isOpened():
+        capture.release()
+        raise PsearchError(f"{path}: cannot open video")
+    return capture
+
+
+def iter_pictures(source: Source, sampling: FrameSampling = FrameSampling()
+                  ) -> Iterator[tuple[int, np.ndarray]]:
+    """Yield ``(frame index, RGB uint8 [H, W, 3])``; the index is -1 for an image.
+
+    Skipped video frames are grabbed without decoding. ``PsearchError`` if the file cannot be
+    read at all (an unreadable image, a video that opens to no frame).
+    """
+    if source.kind == IMAGE:
+        yield -1, read_image(source.path)
+        return
+    if source.kind == SEQUENCE:
+        files = sequence_files(source.path)
+        step = sampling.step(source.fps)
+        for index in np.unique(np.floor(np.arange(0, len(files), step) + 1e-6).astype(int)):
+            yield int(index), read_image(files[index])
+        return
+    capture = _open_video(source.path)
+    try:
+        step = sampling.step(capture.get(cv2.CAP_PROP_FPS))
+        index, next_kept, grabbed = 0, 0.0, False
+        while capture.grab():
+            grabbed = True
+            if index >= next_kept - 1e-6:
+                ok, bgr = capture.retrieve()
+                if ok:
+                    yield index, cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+                next_kept += step
+            index += 1
+        if not grabbed:
+            raise PsearchError(f"{source.path}: cannot read any video frame")
+    finally:
+        capture.release()

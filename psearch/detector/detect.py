@@ -21,18 +21,15 @@ from typing import Any
 import cv2
 import numpy as np
 
+from psearch.core.boxes import crop_boxes
 from psearch.core.errors import PsearchError
 from psearch.core.io import write_json_atomic
+from psearch.core.media import iter_pictures
 from psearch.core.progress import progress_bar
-from psearch.detector.inputs import (
-    FrameSampling,
-    Source,
-    estimate_pictures,
-    iter_pictures,
-    video_timing,
-)
+from psearch.detector.inputs import FrameSampling, Source, estimate_pictures, video_timing
+from psearch.formats.embeddings import EmbeddingSink
 from psearch.formats.manifest import ManifestWriter
-from psearch.roles import Detector
+from psearch.roles import Detector, DetectorEmbedder
 
 SETTINGS_NAME = "detect.json"
 CROPS_DIR = "crops"
@@ -87,18 +84,6 @@ def crop_prefix(source: Path) -> str:
     digest = hashlib.sha1(str(source).encode()).hexdigest()
     stem = re.sub(r"[^A-Za-z0-9._-]", "_", source.stem)[:40]
     return f"{CROPS_DIR}/{digest[:2]}/{stem}-{digest[:10]}"
-
-
-def crop_boxes(image: np.ndarray, boxes: np.ndarray) -> list[np.ndarray]:
-    """Cut boxes float [K, 4] out of an image [H, W, 3]: pixels ``floor(x1)..ceil(x2)``, clipped
-    to the image, at least one pixel. Returns views, one per box."""
-    h, w = image.shape[:2]
-    lo = np.floor(boxes[:, :2]).astype(np.int64)
-    hi = np.ceil(boxes[:, 2:]).astype(np.int64)
-    lo = np.clip(lo, 0, [w - 1, h - 1])
-    hi = np.clip(np.maximum(hi, lo + 1), 1, [w, h])
-    return [image[y1:y2, x1:x2]
-            for (x1, y1), (x2, y2) in zip(lo.tolist(), hi.tolist(), strict=True)]
 
 
 def _write_jpeg(path: Path, bgr: np.ndarray, quality: int) -> None:
@@ -200,13 +185,11 @@ def run_detect(detector: Detector, sources: list[Source], out_dir: str | Path,
     return summary
 
 
-def _embedding_sink(out_dir: Path, detector: Any) -> Any:
-    """Where ``--embed`` appends embeddings (``psearch.joint.embed.EmbeddingSink``)."""
-    if not hasattr(detector, "detect_and_embed"):
+def _embedding_sink(out_dir: Path, detector: Detector) -> EmbeddingSink:
+    """Where ``--embed`` appends embeddings (``psearch.formats.embeddings.EmbeddingSink``)."""
+    if not isinstance(detector, DetectorEmbedder):
         raise PsearchError("--embed needs a model that detects and embeds in one pass (a "
                            "train-joint checkpoint)")
-    from psearch.joint.embed import EmbeddingSink
-
     return EmbeddingSink(out_dir, detector)
 
 

@@ -18,9 +18,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from psearch.core.checkpoint import load_checkpoint
+from psearch.core.checkpoint import checkpoint_of_kind, load_model_state
 from psearch.core.device import resolve_device
-from psearch.core.errors import PsearchError
 from psearch.detector.model import build_detector
 from psearch.nn.images import image_tensors
 from psearch.roles import Detections
@@ -66,16 +65,10 @@ class PersonDetector:
                         ) -> PersonDetector:
         """Rebuild the model from a ``psearch train-detector`` checkpoint (no weight files);
         ``payload``: the checkpoint already read by ``load_checkpoint``."""
-        if payload is None:
-            payload = load_checkpoint(path, kind="detector")
+        payload = checkpoint_of_kind(path, "detector", payload)
         config = payload["config"]
         model = build_detector(config.get("model"), load_weights=False)
-        try:
-            model.load_state_dict(payload["model"])
-        except (RuntimeError, TypeError) as exc:
-            first = str(exc).strip().splitlines()[0]
-            raise PsearchError(f"{path}: weights do not fit the model of its config ({first})"
-                               ) from None
+        load_model_state(model, payload["model"], path)
         return cls(model, config, device=device, checkpoint=str(Path(path).resolve()),
                    batch_size=batch_size)
 

@@ -6,26 +6,21 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
-import numpy as np
 
 from psearch.core.errors import PsearchError
-from psearch.core.media import IMAGE_SUFFIXES, VIDEO_SUFFIXES, read_image, sequence_files
-
-IMAGE, VIDEO, SEQUENCE = "image", "video", "sequence"
-
-
-@dataclass(frozen=True)
-class Source:
-    """One input of a detect run: an image (one picture) or a video (its sampled frames)."""
-
-    path: Path  # absolute
-    kind: str  # IMAGE, VIDEO or SEQUENCE (a folder)
-    fps: float | None = None  # SEQUENCE: its frame rate
+from psearch.core.media import (
+    IMAGE,
+    IMAGE_SUFFIXES,
+    SEQUENCE,
+    VIDEO,
+    VIDEO_SUFFIXES,
+    FrameSampling,
+    Source,
+    sequence_files,
+)
 
 
 def _kind(path: Path) -> str | None:
@@ -71,28 +66,6 @@ def collect_sources(inputs: list[str | os.PathLike], recursive: bool = False,
     return list(sources.values())
 
 
-@dataclass(frozen=True)
-class FrameSampling:
-    """Which video frames to process: every ``every``-th frame, or ``fps`` frames per second."""
-
-    every: int = 1
-    fps: float | None = None
-
-    def step(self, video_fps: float) -> float:
-        """Frames between two kept frames (>= 1)."""
-        if self.fps is not None and video_fps > 0:
-            return max(1.0, video_fps / self.fps)
-        return float(max(1, self.every))
-
-
-def _open_video(path: Path) -> cv2.VideoCapture:
-    capture = cv2.VideoCapture(str(path))
-    if not capture.isOpened():
-        capture.release()
-        raise PsearchError(f"{path}: cannot open video")
-    return capture
-
-
 def estimate_pictures(source: Source, sampling: FrameSampling) -> int:
     """How many pictures ``iter_pictures`` will yield (from the video header; for progress)."""
     if source.kind == IMAGE:
@@ -122,37 +95,3 @@ def video_timing(source: Source, sampling: FrameSampling) -> tuple[float | None,
         capture.release()
     fps = fps if math.isfinite(fps) and fps > 0 else None
     return fps, sampling.step(fps or 0.0)
-
-
-def iter_pictures(source: Source, sampling: FrameSampling = FrameSampling()
-                  ) -> Iterator[tuple[int, np.ndarray]]:
-    """Yield ``(frame index, RGB uint8 [H, W, 3])``; the index is -1 for an image.
-
-    Skipped video frames are grabbed without decoding. ``PsearchError`` if the file cannot be
-    read at all (an unreadable image, a video that opens to no frame).
-    """
-    if source.kind == IMAGE:
-        yield -1, read_image(source.path)
-        return
-    if source.kind == SEQUENCE:
-        files = sequence_files(source.path)
-        step = sampling.step(source.fps)
-        for index in np.unique(np.floor(np.arange(0, len(files), step) + 1e-6).astype(int)):
-            yield int(index), read_image(files[index])
-        return
-    capture = _open_video(source.path)
-    try:
-        step = sampling.step(capture.get(cv2.CAP_PROP_FPS))
-        index, next_kept, grabbed = 0, 0.0, False
-        while capture.grab():
-            grabbed = True
-            if index >= next_kept - 1e-6:
-                ok, bgr = capture.retrieve()
-                if ok:
-                    yield index, cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
-                next_kept += step
-            index += 1
-        if not grabbed:
-            raise PsearchError(f"{source.path}: cannot read any video frame")
-    finally:
-        capture.release()

@@ -1,13 +1,11 @@
 """Reading what the gallery is built from: a detect directory and an embeddings directory.
 
-An embeddings directory (written by ``psearch embed``) holds ``embeddings.npy`` float32 [N, D],
-row-aligned with the manifest, and ``embeddings.json``
-``{"manifest", "rows", "dim", "checkpoint", "checkpoint_sha256", "model"}``.
+The embeddings directory (written by ``psearch embed`` or ``detect --embed``) is read by
+``psearch.formats.embeddings.read_embeddings``.
 """
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,11 +13,9 @@ from pathlib import Path
 import numpy as np
 
 from psearch.core.errors import PsearchError
+from psearch.formats.embeddings import EMBEDDINGS_NAME, META_NAME, read_embeddings
 from psearch.formats.manifest import Manifest, read_manifest
 from psearch.gallery.rows import Rows
-
-EMBEDDINGS_NPY = "embeddings.npy"
-EMBEDDINGS_JSON = "embeddings.json"
 
 
 @dataclass
@@ -33,39 +29,18 @@ class GalleryInput:
     manifest: Manifest
 
 
-def read_embeddings(directory: str | os.PathLike) -> tuple[np.ndarray, dict]:
-    """``embeddings.npy`` [N, D] and the ``embeddings.json`` info of an embeddings directory."""
-    directory = Path(directory)
-    npy, info_path = directory / EMBEDDINGS_NPY, directory / EMBEDDINGS_JSON
-    for path in (npy, info_path):
-        if not path.is_file():
-            raise PsearchError(f"{path}: not found (run `psearch embed` first)")
-    try:
-        info = json.loads(info_path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise PsearchError(f"{info_path}: corrupt JSON ({exc})") from None
-    try:
-        vectors = np.load(npy, allow_pickle=False)
-    except (OSError, ValueError, EOFError) as exc:
-        raise PsearchError(f"{npy}: unreadable embeddings ({exc})") from None
-    if vectors.ndim != 2 or vectors.shape[0] != info.get("rows", vectors.shape[0]):
-        raise PsearchError(f"{npy}: shape {vectors.shape} does not match {EMBEDDINGS_JSON} "
-                           f"(rows {info.get('rows')}, dim {info.get('dim')})")
-    return vectors, info
-
-
 def load_gallery_input(embeddings_dir: str | os.PathLike,
                        manifest_dir: str | os.PathLike | None = None) -> GalleryInput:
     """Join an embeddings directory with its detect directory (default: the one it names)."""
     vectors, info = read_embeddings(embeddings_dir)
     if manifest_dir is None:
         if not info.get("manifest"):
-            raise PsearchError(f"{Path(embeddings_dir) / EMBEDDINGS_JSON}: names no manifest; "
+            raise PsearchError(f"{Path(embeddings_dir) / META_NAME}: names no manifest; "
                                "pass --manifest")
         manifest_dir = info["manifest"]
     manifest = read_manifest(manifest_dir)
     if len(manifest) != len(vectors):
-        raise PsearchError(f"{Path(embeddings_dir) / EMBEDDINGS_NPY}: {len(vectors)} embeddings "
+        raise PsearchError(f"{Path(embeddings_dir) / EMBEDDINGS_NAME}: {len(vectors)} embeddings "
                            f"but {manifest.root} has {len(manifest)} detections; re-run "
                            "`psearch embed` on this manifest")
     reid = {key: info.get(key) for key in ("checkpoint", "checkpoint_sha256", "model")}

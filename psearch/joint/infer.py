@@ -16,9 +16,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from psearch.core.checkpoint import load_checkpoint
+from psearch.core.checkpoint import checkpoint_of_kind, load_model_state
 from psearch.core.device import resolve_device
-from psearch.core.errors import PsearchError
 from psearch.detector.inference import detection_limits
 from psearch.joint.config import CHECKPOINT_KIND, resolve_joint_config
 from psearch.joint.model import JointModel, build_joint_model
@@ -40,8 +39,9 @@ class JointSearcher:
     Plays both roles of ``psearch.registry``: ``Detector`` and (frame-based) ``Embedder``.
     """
 
-    frame_based = True
-    """Embeds boxes on their full frame (``psearch embed`` decodes frames, not crops)."""
+    source = "frames"
+    """``Embedder`` role: boxes are embedded on their full frame (``psearch embed`` decodes
+    frames, not crops)."""
 
     def __init__(self, model: JointModel, config: dict[str, Any],
                  device: str | torch.device | None = "cpu", checkpoint: str | None = None,
@@ -57,17 +57,10 @@ class JointSearcher:
                         ) -> JointSearcher:
         """Rebuild from a ``psearch train-joint`` checkpoint (no weight files needed);
         ``payload``: the checkpoint already loaded (``psearch.registry`` passes it)."""
-        if payload is None or payload.get("kind") != CHECKPOINT_KIND:
-            payload = load_checkpoint(path, kind=CHECKPOINT_KIND)
+        payload = checkpoint_of_kind(path, CHECKPOINT_KIND, payload)
         config = resolve_joint_config(payload["config"])
         model = build_joint_model(config, load_weights=False, with_loss=False)
-        state = {k: v for k, v in payload["model"].items() if not k.startswith(LOSS_PREFIXES)}
-        try:
-            model.load_state_dict(state)
-        except (RuntimeError, TypeError) as exc:
-            first = str(exc).strip().splitlines()[0]
-            raise PsearchError(f"{path}: weights do not fit the model of its config ({first})"
-                               ) from None
+        load_model_state(model, payload["model"], path, skip_prefixes=LOSS_PREFIXES)
         return cls(model, config, device=device, checkpoint=str(Path(path).resolve()),
                    batch_size=batch_size)
 

@@ -17,9 +17,8 @@ import numpy as np
 import torch
 
 from psearch.core.boxes import check_box
-from psearch.core.checkpoint import load_checkpoint
+from psearch.core.checkpoint import checkpoint_of_kind, load_model_state
 from psearch.core.device import resolve_device
-from psearch.core.errors import PsearchError
 from psearch.joint.infer import LOSS_PREFIX
 from psearch.joint.qeeps_train import CHECKPOINT_KIND, build_qeeps, resolve_qeeps_config
 from psearch.nn.images import image_tensors
@@ -42,16 +41,10 @@ class QEEPSSearcher:
     @classmethod
     def from_checkpoint(cls, path: str | os.PathLike, device: Any = "cpu", batch_size: int = 4,
                         payload: dict[str, Any] | None = None) -> QEEPSSearcher:
-        if payload is None or payload.get("kind") != CHECKPOINT_KIND:
-            payload = load_checkpoint(path, kind=CHECKPOINT_KIND)
+        payload = checkpoint_of_kind(path, CHECKPOINT_KIND, payload)
         config = resolve_qeeps_config(payload["config"])
         model = build_qeeps(config, with_loss=False)
-        state = {k: v for k, v in payload["model"].items() if not k.startswith(LOSS_PREFIX)}
-        try:
-            model.load_state_dict(state)
-        except (RuntimeError, TypeError) as exc:
-            raise PsearchError(f"{path}: weights do not fit the QEEPS model of its config "
-                               f"({str(exc).strip().splitlines()[0]})") from None
+        load_model_state(model, payload["model"], path, skip_prefixes=(LOSS_PREFIX,))
         return cls(model, config, device, str(Path(path).resolve()), batch_size)
 
     def search_pairs(self, query: np.ndarray, box: Any, galleries: list[np.ndarray]

@@ -8,46 +8,16 @@ with their own re-ID protocol instead (``psearch.evaluation.market``).
 from __future__ import annotations
 
 import dataclasses
-from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 
-from psearch.core.media import read_image
-from psearch.core.progress import progress_bar
 from psearch.data.annotations import PersonSearchDataset
 from psearch.evaluation.results import SearchResults
-from psearch.reid.model import crop_boxes
+from psearch.evaluation.runners import embed_image_boxes, embed_query_boxes, ground_truth_results
+from psearch.roles import Embedder
 
-IMAGES_PER_CHUNK = 32
-"""Images decoded per step: their crops are embedded together in one batched call."""
-
-
-class Embedder(Protocol):
-    def embed_crops(self, crops: list[np.ndarray]) -> np.ndarray: ...
-
-
-def embed_boxes_of_images(embedder: Embedder, paths: list, boxes: list[np.ndarray],
-                          progress: bool = False, desc: str = "embedding") -> list[np.ndarray]:
-    """Features [n_i, D] of ``boxes[i]`` float [n_i, 4] in image ``paths[i]``, for every i.
-
-    Images are decoded by a thread pool and their crops embedded in chunks of
-    ``IMAGES_PER_CHUNK`` images.
-    """
-    out: list[np.ndarray] = []
-    bar = progress_bar(total=len(paths), desc=desc, unit="img", enabled=progress)
-    with ThreadPoolExecutor(4) as pool:
-        for start in range(0, len(paths), IMAGES_PER_CHUNK):
-            chunk = slice(start, start + IMAGES_PER_CHUNK)
-            images = pool.map(read_image, paths[chunk])
-            crops = [c for image, b in zip(images, boxes[chunk], strict=True)
-                     for c in crop_boxes(image, b)]
-            feats = embedder.embed_crops(crops)
-            counts = np.cumsum([len(b) for b in boxes[chunk]])[:-1]
-            out.extend(np.split(feats, counts))
-            bar.update(len(boxes[chunk]))
-    bar.close()
-    return out
+__all__ = ["evaluate_crops", "evaluate_gt_boxes", "ground_truth_results", "reembed_results"]
 
 
 def evaluate_gt_boxes(embedder: Embedder, dataset: PersonSearchDataset, progress: bool = False,
@@ -81,35 +51,12 @@ def evaluate_crops(embedder: Embedder, dataset: PersonSearchDataset, progress: b
     from psearch.evaluation.market import evaluate_market_dataset
 
     gallery = dataset.gallery
-    feats = embed_boxes_of_images(embedder, [r.path for r in gallery], [r.boxes for r in gallery],
+    feats = embed_image_boxes(embedder, [r.path for r in gallery], [r.boxes for r in gallery],
                                   progress, "eval gallery")
     dim = int(feats[0].shape[1]) if feats else 0
     gallery_features = np.concatenate(feats) if feats else np.zeros((0, dim), np.float32)
     query_features = embed_query_boxes(embedder, dataset, progress)
-    if query_features is None:
-        query_features = np.zeros((0, dim), np.float32)
     return evaluate_market_dataset(dataset, gallery_features, query_features, **options)
-
-
-def ground_truth_results(embedder: Embedder, dataset: PersonSearchDataset,
-                         progress: bool = False) -> SearchResults:
-    """Every ground-truth box of the test images as a detection of score 1.0, with features."""
-    gallery = dataset.gallery
-    feats = embed_boxes_of_images(embedder, [r.path for r in gallery], [r.boxes for r in gallery],
-                                  progress, "eval gallery")
-    detections = {r.name: (r.boxes, np.ones(len(r.boxes), np.float32), f)
-                  for r, f in zip(gallery, feats, strict=True)}
-    return SearchResults.from_per_image(detections, embed_query_boxes(embedder, dataset, progress))
-
-
-def embed_query_boxes(embedder: Embedder, dataset: PersonSearchDataset,
-                      progress: bool = False) -> np.ndarray | None:
-    """Features [Q, D] of the dataset's query boxes (row q = ``dataset.queries[q]``)."""
-    queries = dataset.queries
-    feats = embed_boxes_of_images(
-        embedder, [dataset.image(q.image).path for q in queries], [q.box[None] for q in queries],
-        progress, "eval queries")
-    return np.concatenate(feats) if feats else None
 
 
 def reembed_results(embedder: Embedder, dataset: PersonSearchDataset, results: SearchResults,
@@ -119,7 +66,7 @@ def reembed_results(embedder: Embedder, dataset: PersonSearchDataset, results: S
     images = np.unique(results.det_image[order])
     starts = np.searchsorted(results.det_image[order], images)
     groups = np.split(order, starts[1:])
-    feats = embed_boxes_of_images(
+    feats = embed_image_boxes(
         embedder, [dataset.image(str(results.image_names[i])).path for i in images],
         [results.boxes[g] for g in groups], progress, "embed detections")
     features = np.zeros((len(results.boxes), int(feats[0].shape[1]) if feats else 0), np.float32)

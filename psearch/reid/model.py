@@ -19,7 +19,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from psearch.core.checkpoint import load_checkpoint
+from psearch.core.boxes import crop_boxes
+from psearch.core.checkpoint import checkpoint_of_kind, load_model_state
 from psearch.core.device import resolve_device
 from psearch.core.errors import PsearchError
 from psearch.reid.config import model_config
@@ -101,20 +102,6 @@ def build_reid_net(cfg: dict[str, Any], pretrained: bool | None = None) -> ReidN
     return ReidNet(backbone, in_features, int(cfg["dim"]), data_cfg["mean"], data_cfg["std"])
 
 
-def crop_boxes(image: np.ndarray, boxes: np.ndarray) -> list[np.ndarray]:
-    """Views of ``image`` [H, W, 3] inside ``boxes`` float [N, 4] (x1, y1, x2, y2).
-
-    Boxes are rounded outwards and clipped to the image; every crop is at least 1x1 pixel.
-    """
-    height, width = image.shape[:2]
-    boxes = np.asarray(boxes, dtype=np.float32).reshape(-1, 4)
-    x1 = np.clip(np.floor(boxes[:, 0]), 0, width - 1).astype(np.int64)
-    y1 = np.clip(np.floor(boxes[:, 1]), 0, height - 1).astype(np.int64)
-    x2 = np.clip(np.ceil(boxes[:, 2]), x1 + 1, width).astype(np.int64)
-    y2 = np.clip(np.ceil(boxes[:, 3]), y1 + 1, height).astype(np.int64)
-    return [image[b:d, a:c] for a, b, c, d in zip(x1, y1, x2, y2, strict=True)]
-
-
 def resize_crop(crop: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     """Resize an RGB crop to ``size`` (height, width): area averaging when shrinking."""
     height, width = size
@@ -141,6 +128,9 @@ class ReidModel:
     >>> feats = model.embed_boxes(image, boxes)        # boxes float [N, 4] x1 y1 x2 y2
     """
 
+    source = "crops"
+    """``Embedder`` role: sees only each box's crop (``psearch embed`` reads the crop files)."""
+
     def __init__(self, net: ReidNet, config: dict[str, Any],
                  device: str | torch.device | None = "auto", batch_size: int = 128) -> None:
         self.config = config
@@ -157,13 +147,12 @@ class ReidModel:
                         ) -> ReidModel:
         """Load a ``psearch train-reid`` checkpoint; ``PsearchError`` if it is not a usable one.
         ``payload``: the checkpoint already read by ``load_checkpoint``."""
-        if payload is None:
-            payload = load_checkpoint(path, CHECKPOINT_KIND)
+        payload = checkpoint_of_kind(path, CHECKPOINT_KIND, payload)
         config = payload.get("config")
         if not isinstance(config, dict) or not isinstance(payload.get("model"), dict):
             raise PsearchError(f"{path}: re-ID checkpoint without 'config' or 'model' entries")
         net = build_reid_net(config.get("model", {}), pretrained=False)
-        load_net_state(net, payload["model"], path)
+        load_model_state(net, payload["model"], path)
         model = cls(net, config, device, batch_size)
         model.checkpoint_path = Path(path)
         return model
@@ -203,14 +192,3 @@ class ReidModel:
     def embed_boxes(self, image: np.ndarray, boxes: np.ndarray) -> np.ndarray:
         """The people at ``boxes`` float [N, 4] (x1, y1, x2, y2) of RGB ``image`` -> [N, D]."""
         return self.embed_crops(crop_boxes(image, boxes))
-
-
-def load_net_state(net: ReidNet, state: dict[str, torch.Tensor], path: str | os.PathLike) -> None:
-    """Load ``state`` into ``net``; a state of another architecture or size is a PsearchError."""
-    try:
-        net.load_state_dict(state)
-    except RuntimeError as exc:
-        lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
-        detail = lines[1] if len(lines) > 1 else lines[0] if lines else "mismatch"
-        raise PsearchError(f"{path}: weights do not match the checkpoint's model config "
-                           f"({detail[:200]})") from None

@@ -3,27 +3,26 @@
 The gallery must have been built from the dataset's test images. Its rows are mapped to dataset
 images by the file name of their source; each row's vector comes out of the FAISS index (exact
 for flat, IVF-flat and HNSW; PQ-decoded for IVF-PQ); every query box is embedded with the
-gallery's re-ID model; ``psearch.evaluation.evaluate`` then runs the same protocols as
-``psearch evaluate``. The cascade's mAP thus comes from the very files a user searches.
+gallery's re-ID model as ``psearch evaluate`` embeds it (``psearch.evaluation.runners``);
+``psearch.evaluation.evaluate`` then runs the same protocols as ``psearch evaluate``. The
+cascade's mAP thus comes from the very files a user searches.
 """
 
 from __future__ import annotations
 
-from collections import defaultdict
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
 from psearch.core.errors import PsearchError
-from psearch.core.media import read_image
-from psearch.core.progress import progress_bar
 from psearch.data.annotations import PersonSearchDataset
 from psearch.evaluation import SearchResults
+from psearch.evaluation.runners import embed_query_boxes
 from psearch.gallery.store import Gallery
+from psearch.roles import Embedder
 
 
-def gallery_results(gallery: Gallery, dataset: PersonSearchDataset, embedder: Any,
+def gallery_results(gallery: Gallery, dataset: PersonSearchDataset, embedder: Embedder,
                     progress: bool = False) -> tuple[SearchResults, int]:
     """The gallery's detections of the dataset's test images plus embedded queries.
 
@@ -42,21 +41,7 @@ def gallery_results(gallery: Gallery, dataset: PersonSearchDataset, embedder: An
     features = gallery.vectors()[keep]
     results = SearchResults(image_names=test_names, det_image=row_image[keep],
                             boxes=rows.boxes[keep], scores=rows.scores[keep],
-                            features=features, query_features=embed_queries(dataset, embedder,
-                                                                            progress))
+                            features=features, query_features=embed_query_boxes(embedder, dataset,
+                                                                                progress))
     results.validate(f"gallery of {len(rows)} rows")
     return results, int((~keep).sum())
-
-
-def embed_queries(dataset: PersonSearchDataset, embedder: Any,
-                  progress: bool = False) -> np.ndarray:
-    """Embed every query box (image by image) -> float32 [Q, D], row q = dataset.queries[q]."""
-    by_image: dict[str, list[int]] = defaultdict(list)
-    for q, query in enumerate(dataset.queries):
-        by_image[query.image].append(q)
-    out = np.zeros((len(dataset.queries), int(embedder.dim)), np.float32)
-    for name, qs in progress_bar(by_image.items(), desc="embed queries", unit="image",
-                                 enabled=progress):
-        image = read_image(dataset.image(name).path)
-        out[qs] = embedder.embed_boxes(image, np.stack([dataset.queries[q].box for q in qs]))
-    return out

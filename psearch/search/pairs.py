@@ -83,7 +83,8 @@ def search_footage(scorer: PairScorer, query: np.ndarray, box: Any, sources: lis
                    log: Callable[[str], None] | None = None) -> list[Any]:
     """QEEPS over every picture of ``sources`` (``psearch.detector.inputs.Source``: images,
     and video frames picked by ``sampling``)."""
-    from psearch.detector.inputs import FrameSampling, estimate_pictures, iter_pictures
+    from psearch.core.media import iter_pictures
+    from psearch.detector.inputs import FrameSampling, estimate_pictures
 
     sampling = sampling or FrameSampling()
     total = sum(estimate_pictures(s, sampling) for s in sources)
