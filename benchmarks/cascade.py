@@ -29,173 +29,17 @@ results are written only when every stage of every world succeeded.
 from __future__ import annotations
 
 import argparse
-import contextlib
-import json
 import os
-import platform
-import re
 import shutil
-import subprocess
-import sys
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import numpy as np
+from common.results import json_file, machine, output_options, rendered, run_worlds
+from common.scoring import CMC_RANKS, embed_rate, query_latency, score, world_facts
+from common.worlds import DETECTOR_EPOCHS, HOG_UPSCALE, REID_CONFIG, WORLD_SEED, build_world
 
 RESULTS = Path(__file__).parent / "results"
-WORLD_SEED = 0
-DETECTOR_EPOCHS = 3
-"""detector_cpu on a bench world: 3 epochs of 1440 (CUHK) / 1200 (PRW) images, batch 4, with
-the learning-rate step before the last epoch: 1080 / 900 iterations (PRW: 11 min on 2 idle
-cores)."""
-REID_CONFIG = "reid_bench"
-HOG_UPSCALE = 2.0
-"""HOG's window is 64x128 px: enlarging the pictures lets it see the smaller people."""
-CMC_RANKS = tuple(range(1, 21))
-SMOKE = {"preset": "tiny", "detector_epochs": 1, "reid_epochs": 2, "score_thresh": 0.01}
-"""--smoke: a barely trained detector scores below the usual 0.5; a low threshold keeps the
-galleries non-empty so that every later stage runs."""
-
-
-class StageFailed(RuntimeError):
-    """A stage of the benchmark did not finish: nothing is written."""
-
-
-class Stages:
-    """Runs the stages of one world, timing them into ``stages.json`` (kept for reused stages)."""
-
-    def __init__(self, root: Path, env: dict[str, str], log: Callable[[str], None]) -> None:
-        self.root, self.env, self.log = root, env, log
-        self.path = root / "stages.json"
-        self.seconds: dict[str, float] = (json.loads(self.path.read_text())
-                                          if self.path.is_file() else {})
-        self.ran: set[str] = set()
-        """Stages run (not reused) by this process."""
-
-    def command(self, name: str, args: list[Any], done: Callable[[], bool]) -> float:
-        """Run ``psearch ARGS`` unless ``done()`` (a stage found done without a recorded time,
-        run by hand or by another script, is kept as is); its output goes to
-        ``root/logs/NAME.log``."""
-        if done():
-            if name not in self.seconds:
-                self.log(f"  {name}: done before this script ran (kept)")
-                return 0.0
-            self.log(f"  {name}: reused ({self.seconds[name]:.0f} s when it ran)")
-            return self.seconds[name]
-        argv = [sys.executable, "-m", "psearch", *map(str, args)]
-        log_path = self.root / "logs" / (re.sub(r"[^a-z0-9]+", "_", name.lower()).strip("_")
-                                         + ".log")
-        log_path.parent.mkdir(parents=True, exist_ok=True)
-        self.log(f"  {name}: psearch {' '.join(map(str, args[:12]))}"
-                 f"{' ...' if len(args) > 12 else ''} (log: {log_path})")
-        start = time.perf_counter()
-        with open(log_path, "w") as out:
-            rc = subprocess.call(argv, stdout=out, stderr=subprocess.STDOUT, env=self.env)
-        seconds = time.perf_counter() - start
-        if rc != 0 or not done():
-            tail = log_path.read_text().strip().splitlines()[-3:]
-            raise StageFailed(f"{self.root.name}: {name} failed (exit {rc}); "
-                              f"{log_path}: {' | '.join(tail)}")
-        return self.record(name, seconds)
-
-    def record(self, name: str, seconds: float) -> float:
-        self.seconds[name] = round(seconds, 1)
-        self.ran.add(name)
-        self.path.write_text(json.dumps(self.seconds, indent=1))
-        self.log(f"  {name}: {seconds:.0f} s")
-        return seconds
-
-
-def json_file(path: Path) -> dict | list | None:
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
-
-
-def detect_finished(out: Path) -> bool:
-    state = json_file(out / "detect.json")
-    return bool(state) and state.get("status") == "finished" and not state["summary"]["failed"]
-
-
-def reid_finished(out: Path, epochs: int) -> bool:
-    history = json_file(out / "history.json")
-    return bool(history) and len(history) >= epochs
-
-
-def build_world(fmt: str, args: argparse.Namespace, env: dict[str, str],
-                log: Callable[[str], None], with_hog: bool = True) -> dict[str, Any]:
-    """Every stage of one world (the HOG gallery unless not ``with_hog``); returns the trained
-    models' paths, the world and timings."""
-    from psearch.core.config import load_config
-    from psearch.data import load_dataset
-
-    root = args.work / fmt
-    root.mkdir(parents=True, exist_ok=True)
-    stages = Stages(root, env, log)
-    world, det, reid = root / "world", root / "detector", root / "reid"
-    preset = SMOKE["preset"] if args.smoke else "bench"
-    det_epochs = SMOKE["detector_epochs"] if args.smoke else DETECTOR_EPOCHS
-    reid_epochs = (SMOKE["reid_epochs"] if args.smoke
-                   else int(load_config(REID_CONFIG)["train"]["epochs"]))
-
-    stages.command("generate world", ["synth", world, "--format", fmt, "--preset", preset,
-                                      "--seed", args.seed],
-                   lambda: (world / "synth_summary.json").is_file())
-    stages.command("train detector",
-                   ["train-detector", "--data", world, "--format", fmt, "--out", det,
-                    "--config", "detector_cpu", "--epochs", det_epochs,
-                    "--set", f"train.lr_steps=[{max(det_epochs - 1, 1)}]",
-                    *(["--resume"] if (det / "last.pt").is_file() else [])],
-                   lambda: (det / "metrics.json").is_file())
-    stages.command("train re-ID",
-                   ["train-reid", "--data", world, "--format", fmt, "--out", reid, "--config",
-                    REID_CONFIG, "--epochs", reid_epochs, "--quiet",
-                    *(["--resume"] if (reid / "last.pt").is_file() else [])],
-                   lambda: reid_finished(reid, reid_epochs))
-
-    dataset = load_dataset(world, fmt)
-    test_images = [r.path for r in dataset.gallery]
-    galleries = {}
-    detectors = [("cascade", det / "last.pt")] + [("hog", "hog")] * with_hog
-    for name, weights in detectors:
-        dets, emb, gallery = (root / f"{name}_{part}" for part in
-                              ("detections", "embeddings", "gallery"))
-        extra = ["--hog-upscale", HOG_UPSCALE] if weights == "hog" else []
-        if args.smoke:
-            extra += ["--score-thresh", SMOKE["score_thresh"]]
-        stages.command(f"detect ({name})", ["detect", "--weights", weights, "--out", dets,
-                                            "--quiet", *extra, *test_images],
-                       lambda dets=dets: detect_finished(dets))
-        stages.command(f"embed ({name})", ["embed", "--weights", reid / "last.pt", "--manifest",
-                                           dets, "--out", emb, "--quiet", "--restart"],
-                       lambda emb=emb: (emb / "embeddings.json").is_file())
-        stages.command(f"index ({name})", ["index", "--embeddings", emb, "--out", gallery,
-                                           "--overwrite"],
-                       lambda gallery=gallery: (gallery / "gallery.json").is_file())
-        galleries[name] = {"gallery": gallery, "detections": dets}
-    return {"dataset": dataset, "detector": det, "reid": reid, "galleries": galleries,
-            "stages": stages}
-
-
-def score(dataset: Any, results: Any) -> dict[str, Any]:
-    """The standard report plus a CMC curve (top-k for k in CMC_RANKS) per search protocol."""
-    from psearch.evaluation import evaluate
-
-    report = evaluate(dataset, results, topk=CMC_RANKS)
-    for metrics in report["search"].values():
-        with_cmc(metrics)
-    return report
-
-
-def with_cmc(metrics: dict[str, Any]) -> dict[str, Any]:
-    """Search metrics computed with ``topk=CMC_RANKS``: the top-k for k in CMC_RANKS moved into
-    one ``cmc`` list, top-1/5/10 kept (in place; returned)."""
-    cmc = [metrics.pop(f"top{k}") for k in CMC_RANKS]
-    metrics.update({f"top{k}": cmc[k - 1] for k in (1, 5, 10)}, cmc=cmc)
-    return metrics
 
 
 def evaluate_world(fmt: str, built: dict[str, Any], log: Callable[[str], None]) -> dict[str, Any]:
@@ -259,46 +103,6 @@ def measure_speed(built: dict[str, Any], search: Any, dataset: Any) -> dict[str,
         "gallery_rows": len(search.gallery),
         "gallery_index": search.gallery.kind,
     }
-
-
-def embed_rate(embedder: Any, detections: Path, crops_max: int = 1024) -> float:
-    """Crops/s of ``embedder`` on the decoded crops of a detect folder (batches of 128)."""
-    from psearch.core.media import read_image
-    from psearch.formats.manifest import read_manifest
-
-    manifest = read_manifest(detections)
-    crops = [read_image(manifest.crop_path(i)) for i in range(min(len(manifest), crops_max))]
-    embedder.embed_crops(crops[:128])  # warm-up
-    start = time.perf_counter()
-    for i in range(0, len(crops), 128):
-        embedder.embed_crops(crops[i:i + 128])
-    return len(crops) / (time.perf_counter() - start)
-
-
-def query_latency(search: Any, queries: list[Any], dataset: Any) -> dict[str, float]:
-    """Per query: embed its box on its frame (decoding excluded), then search the gallery (top
-    10); median and p95 of the whole, median of the search alone, in ms."""
-    from psearch.core.media import read_image
-
-    full, search_only = [], []
-    for query in queries:
-        image = read_image(dataset.image(query.image).path)
-        start = time.perf_counter()
-        [vector] = search.embed(image, [query.box])
-        middle = time.perf_counter()
-        search.search(vector[None], top_k=10)
-        end = time.perf_counter()
-        full.append(end - start)
-        search_only.append(end - middle)
-    return {"query_ms_median": 1000 * float(np.median(full)),
-            "query_ms_p95": 1000 * float(np.percentile(full, 95)),
-            "search_ms_median": 1000 * float(np.median(search_only))}
-
-
-def world_facts(dataset: Any) -> dict[str, int]:
-    train_pids = {int(p) for r in dataset.train for p in r.pids if p >= 0}
-    return {"train_images": len(dataset.train), "train_identities": len(train_pids),
-            "test_images": len(dataset.gallery), "queries": len(dataset.queries)}
 
 
 # ---------------------------------------------------------------------------------- output
@@ -374,20 +178,6 @@ def plot_cmc(result: dict[str, Any], path: Path) -> None:
     os.replace(tmp, path)
 
 
-def machine() -> dict[str, Any]:
-    import torch
-
-    cpu = platform.processor() or platform.machine()
-    with contextlib.suppress(OSError):
-        names = re.findall(r"model name\s*:\s*(.+)", Path("/proc/cpuinfo").read_text())
-        cpu = names[0].strip() if names else cpu
-    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
-    return {"cpus": os.cpu_count(), "cpu": cpu, "gpu": gpu, "platform": platform.platform(),
-            "torch": torch.__version__,
-            "summary": f"{os.cpu_count()} CPU cores ({cpu}), {gpu or 'no GPU'}, "
-                       f"torch {torch.__version__}"}
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--work", type=Path, default=Path("runs/bench_cascade"),
@@ -415,50 +205,6 @@ def main() -> None:
               "detector_epochs": DETECTOR_EPOCHS, "reid_config_name": REID_CONFIG,
               "wall_seconds": wall, "worlds": worlds}
     write_outputs(result, args.out)
-
-
-def output_options(parser: argparse.ArgumentParser, default_out: Path) -> None:
-    """--out (the results JSON), --smoke and --render, as every world benchmark has them."""
-    parser.add_argument("--out", type=Path, default=default_out)
-    parser.add_argument("--smoke", action="store_true",
-                        help="tiny worlds and 1-2 epochs: checks the plumbing, not the figures")
-    parser.add_argument("--render", action="store_true",
-                        help="only redraw the table and plots of an existing --out JSON")
-
-
-def rendered(parser: argparse.ArgumentParser, args: argparse.Namespace, default_out: Path,
-             write: Callable[..., None]) -> bool:
-    """--render: redraw the outputs of --out with ``write(result, out, write_json=False)`` and
-    return True; otherwise refuse --smoke figures at ``default_out`` and a folder as --out."""
-    if args.render:
-        write(json.loads(args.out.read_text()), args.out, write_json=False)
-        return True
-    if args.smoke and args.out == default_out:
-        parser.error("--smoke figures are not the benchmark's: give --out")
-    if args.out.is_dir():
-        parser.error(f"--out {args.out} is a folder; give the results file (NAME.json)")
-    return False
-
-
-def run_worlds(formats: list[str], one_world: Callable[[str, Callable[[str], None]], dict]
-               ) -> tuple[dict[str, dict], float]:
-    """``one_world(fmt, log)`` for each world, logging with elapsed seconds; a failed stage ends
-    the run with one line and nothing written. Returns the worlds' results and the wall time."""
-    from psearch.core.errors import PsearchError
-
-    started = time.perf_counter()
-
-    def log(message: str) -> None:
-        print(f"[{time.perf_counter() - started:6.0f}s] {message}", flush=True)
-
-    worlds = {}
-    try:
-        for fmt in formats:
-            log(f"{fmt} world")
-            worlds[fmt] = one_world(fmt, log)
-    except (StageFailed, PsearchError) as error:
-        sys.exit(f"error: {error}; no results written")
-    return worlds, round(time.perf_counter() - started, 1)
 
 
 def write_outputs(result: dict[str, Any], out: Path, write_json: bool = True) -> None:

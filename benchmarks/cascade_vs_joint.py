@@ -56,12 +56,14 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from cascade_vs_joint_report import missing, write_outputs
+from common import qeeps as qeeps_pairs
+from common import results as common_results
+from common import scoring, worlds
+from common.worlds import Stages
 
-sys.path.insert(0, str(Path(__file__).parent))
-import cascade  # noqa: E402
-import joint_oim  # noqa: E402
-import qeeps_rerank  # noqa: E402
-from cascade_vs_joint_report import missing, write_outputs  # noqa: E402
+from psearch.joint.config import TRAIN_MODELS
+from psearch.pipeline.stages import StageFailed
 
 RESULTS = Path(__file__).parent / "results"
 FORMATS = ("cuhk", "prw")
@@ -83,8 +85,8 @@ class Model:
 
 MODELS = {
     "cascade": Model("cascade: detector + re-ID", "cascade",
-                     f"detector_cpu x{cascade.DETECTOR_EPOCHS} + {cascade.REID_CONFIG}"),
-    "oim": Model("joint OIM", "joint", joint_oim.CONFIG, "oim"),
+                     f"detector_cpu x{worlds.DETECTOR_EPOCHS} + {worlds.REID_CONFIG}"),
+    "oim": Model("joint OIM", "joint", worlds.JOINT_CONFIG, "oim"),
     "inet": Model("I-Net", "joint", "joint_inet_cpu", "inet"),
     "dcinet": Model("DC-I-Net", "joint", "joint_dcinet_cpu", "dcinet"),
     "alignps": Model("AlignPS", "joint", "joint_alignps_cpu", "alignps"),
@@ -97,17 +99,15 @@ MODELS = {
 
 def unavailable(name: str) -> str | None:
     """Why ``train-joint`` cannot train this model here (None when it can)."""
-    from psearch.cli.joint import train_joint_command
     from psearch.core.config import load_config
     from psearch.core.errors import PsearchError
 
     model = MODELS[name]
     if model.kind != "joint":
         return None
-    [option] = [p for p in train_joint_command.params if p.name == "model_name"]
-    if model.joint_model not in option.type.choices:
+    if model.joint_model not in TRAIN_MODELS:
         return (f"psearch train-joint has no --model {model.joint_model} "
-                f"(it offers {', '.join(option.type.choices)})")
+                f"(it offers {', '.join(TRAIN_MODELS)})")
     try:
         load_config(model.preset)
     except PsearchError as error:
@@ -130,8 +130,8 @@ def build_indexed(name: str, fmt: str, args: argparse.Namespace, env: dict[str, 
                   log) -> dict[str, Any]:
     """Train (or reuse) the model and build its FAISS gallery of the test images."""
     if name == "cascade":
-        ns = argparse.Namespace(work=args.cascade_work, seed=cascade.WORLD_SEED, smoke=args.smoke)
-        built = cascade.build_world(fmt, ns, env, log, with_hog=False)
+        ns = argparse.Namespace(work=args.cascade_work, seed=worlds.WORLD_SEED, smoke=args.smoke)
+        built = worlds.build_world(fmt, ns, env, log, with_hog=False)
         galleries = built["galleries"]["cascade"]
         return {"dataset": built["dataset"], "stages": built["stages"],
                 "gallery": galleries["gallery"], "dets": galleries["detections"],
@@ -140,7 +140,8 @@ def build_indexed(name: str, fmt: str, args: argparse.Namespace, env: dict[str, 
     model = MODELS[name]
     ns = argparse.Namespace(work=model_root(name, fmt, args).parent, worlds=args.cascade_work,
                             smoke=args.smoke)
-    built = joint_oim.build_world(fmt, ns, env, log, model=model.joint_model, config=model.preset)
+    built = worlds.build_joint_world(fmt, ns, env, log, model=model.joint_model,
+                                     config=model.preset)
     return {**built, "checkpoints": {"joint": built["run"] / "last.pt"}}
 
 
@@ -149,17 +150,16 @@ def train_qeeps(fmt: str, args: argparse.Namespace, env: dict[str, str], log,
     """QEEPS fine-tuned from the oim_c4 checkpoint ``base`` (reused once finished)."""
     root = model_root("qeeps", fmt, args)
     root.mkdir(parents=True, exist_ok=True)
-    stages = cascade.Stages(root, env, log)
+    stages = Stages(root, env, log)
     run = root / "qeeps"
     train = ["train-joint", "--model", "qeeps", "--data", args.cascade_work / fmt / "world",
              "--format", fmt, "--out", run]
-    if (run / "last.pt").is_file() and not (run / "metrics.json").is_file():
-        train.append("--resume")  # an interrupted training continues
-    else:
+    if not (run / "last.pt").is_file():  # else an interrupted training resumes
         train += ["--init", base, "--config", MODELS["qeeps"].preset]
         if args.smoke:
             train += ["--epochs", 1, "--set", f"train.pairs_per_epoch={SMOKE['qeeps_pairs']}"]
-    stages.command("train QEEPS", train, lambda: (run / "metrics.json").is_file())
+    stages.command("train QEEPS", train, lambda: (run / "metrics.json").is_file(),
+                   checkpoint=run / "last.pt")
     if "train QEEPS" in stages.ran:  # pair results of an earlier model are stale
         shutil.rmtree(root / "pairs", ignore_errors=True)
     return {"root": root, "stages": stages, "checkpoints": {"QEEPS": run / "last.pt"}}
@@ -170,7 +170,7 @@ def fingerprint(paths: dict[str, Path]) -> dict[str, list[int]]:
     return {k: [p.stat().st_size, p.stat().st_mtime_ns] for k, p in paths.items()}
 
 
-def stage_table(stages: cascade.Stages) -> dict[str, dict[str, Any]]:
+def stage_table(stages: Stages) -> dict[str, dict[str, Any]]:
     return {name: {"seconds": s, "reused": name not in stages.ran}
             for name, s in stages.seconds.items()}
 
@@ -228,7 +228,7 @@ def current_subset(fmt: str, args: argparse.Namespace, spec_of: dict[str, Any]) 
 def score_subset(dataset: Any, pairs: Any, spec: dict[str, Any]) -> dict[str, Any]:
     from psearch.evaluation import evaluate_pairs
 
-    return cascade.with_cmc(evaluate_pairs(dataset, pairs, topk=cascade.CMC_RANKS,
+    return scoring.with_cmc(evaluate_pairs(dataset, pairs, topk=scoring.CMC_RANKS,
                                            **spec["protocol"], **spec["subset"]))
 
 
@@ -236,7 +236,7 @@ def search_cost(t_embed: float, dets_per_image: float, dim: int,
                 measure_max: int) -> dict[str, Any]:
     """Seconds per query at GALLERY_SIZES images: t_embed + exact FAISS search over N x d
     vectors, timed up to ``measure_max`` images, else from the linear fit of the timed sizes."""
-    timed = {n: qeeps_rerank.faiss_seconds(max(1, round(n * dets_per_image)), dim)
+    timed = {n: qeeps_pairs.faiss_seconds(max(1, round(n * dets_per_image)), dim)
              for n in TIMED_SIZES if n <= max(measure_max, TIMED_SIZES[1])}
     slope, intercept = np.polyfit([n * dets_per_image for n in timed], list(timed.values()), 1)
     per_query = {}
@@ -270,20 +270,20 @@ def score_indexed(name: str, built: dict[str, Any], spec: dict[str, Any],
         from psearch.joint.evaluate import ground_truth_results
     else:
         from psearch.reid.evaluate import ground_truth_results
-    on_detected = cascade.score(dataset, detected)
-    on_truth = cascade.score(dataset, ground_truth_results(embedder, dataset))
+    on_detected = scoring.score(dataset, detected)
+    on_truth = scoring.score(dataset, ground_truth_results(embedder, dataset))
     galleries = pair_galleries(dataset, **spec["protocol"], **spec["subset"])
     subset = score_subset(dataset, pairs_from_results(dataset, detected, galleries), spec)
 
     log(f"  timing {name}: gallery images/s, query latency, search at 1k-1M images")
-    summary = cascade.json_file(built["dets"] / "detect.json")["summary"]
+    summary = common_results.json_file(built["dets"] / "detect.json")["summary"]
     dets_per_image = len(gallery) / summary["pictures"]
     seconds_per_image = summary["seconds"] / summary["pictures"]
     speed: dict[str, Any] = {"detect_images_per_s": 1 / seconds_per_image}
     if name == "cascade":
-        speed["embed_crops_per_s"] = cascade.embed_rate(embedder, built["dets"])
+        speed["embed_crops_per_s"] = scoring.embed_rate(embedder, built["dets"])
         seconds_per_image += dets_per_image / speed["embed_crops_per_s"]
-    latency = cascade.query_latency(search, dataset.queries[:args.latency_queries], dataset)
+    latency = scoring.query_latency(search, dataset.queries[:args.latency_queries], dataset)
     t_embed = (latency["query_ms_median"] - latency["search_ms_median"]) / 1000
     return {"accuracy": {"detected": on_detected["search"], "ground_truth": on_truth["search"],
                          "detection": on_detected["detection"], "subset": subset},
@@ -301,15 +301,15 @@ def score_qeeps(built: dict[str, Any], base: dict[str, Any], dataset: Any,
 
     galleries = pair_galleries(dataset, **spec["protocol"], **spec["subset"])
     tic = time.perf_counter()
-    qeeps, t_pair, ran = qeeps_rerank.qeeps_pairs(built["root"], dataset, galleries, log)
+    qeeps, t_pair, ran = qeeps_pairs.qeeps_pairs(built["root"], dataset, galleries, log)
     if ran:
-        built["stages"].record("QEEPS pairs (subset)", time.perf_counter() - tic)
+        built["stages"].add("QEEPS pairs (subset)", time.perf_counter() - tic)
     results = load_results(args.work / built["fmt"] / "records" / "oim_c4_detected.npz")
-    indexed = qeeps_rerank.indexed_per_query(dataset, results, galleries, qeeps)
+    indexed = qeeps_pairs.indexed_per_query(dataset, results, galleries, qeeps)
     rows = {"pair by pair": score_subset(dataset, PairResults.from_per_query(qeeps), spec)}
     for n in RERANK_TOP:
         rows[f"re-ranking oim_c4's top {n}"] = score_subset(
-            dataset, PairResults.from_per_query(qeeps_rerank.reranked(indexed, qeeps, n)), spec)
+            dataset, PairResults.from_per_query(qeeps_pairs.reranked(indexed, qeeps, n)), spec)
     base_cost = base["cost"]["per_query"]
     ways = {"pair by pair": {n: {"seconds": int(n) * t_pair, "measured": False}
                              for n in base_cost}}
@@ -341,7 +341,7 @@ def run_model(name: str, fmt: str, args: argparse.Namespace, env: dict[str, str]
         log(f"{fmt}: {name} unavailable: {reason}")
         return {**head, "status": "unavailable", "reason": reason}
     path = args.work / fmt / "records" / f"{name}.json"
-    record = cascade.json_file(path)
+    record = common_results.json_file(path)
     if fmt not in args.formats or name not in args.selected:
         if not record:
             return {**head, "status": "not run yet"}
@@ -360,7 +360,7 @@ def run_model(name: str, fmt: str, args: argparse.Namespace, env: dict[str, str]
         if model.kind == "qeeps":
             base = done.get("oim_c4", {})
             if base.get("status") != "finished":
-                raise cascade.StageFailed(f"its base oim_c4 is {base.get('status')}")
+                raise StageFailed(f"its base oim_c4 is {base.get('status')}")
             built = {**train_qeeps(fmt, args, env, log, Path(base["checkpoints"]["joint"])),
                      "fmt": fmt}
             dataset = load_dataset(args.cascade_work / fmt / "world", fmt)
@@ -377,7 +377,7 @@ def run_model(name: str, fmt: str, args: argparse.Namespace, env: dict[str, str]
                         "this_run": "checked; scores reused"}
             figures = score_indexed(name, built, spec, args, log)
             budgets = [budget(p, part) for part, p in built["checkpoints"].items()]
-    except (cascade.StageFailed, PsearchError) as error:
+    except (StageFailed, PsearchError) as error:
         log(f"  {name}: failed: {error}")
         return {**head, "status": "failed", "reason": str(error)}
     record = {**head, "status": "finished", **figures, "budget": budgets,
@@ -396,7 +396,7 @@ def world_facts(fmt: str, args: argparse.Namespace) -> dict[str, Any] | None:
     world = args.cascade_work / fmt / "world"
     if not (world / "synth_summary.json").is_file():
         return None
-    return cascade.world_facts(load_dataset(world, fmt))
+    return scoring.world_facts(load_dataset(world, fmt))
 
 
 def collect(args: argparse.Namespace, env: dict[str, str], log) -> dict[str, Any]:
@@ -443,9 +443,9 @@ def main() -> None:
     parser.add_argument("--latency-queries", type=int, default=50)
     parser.add_argument("--measure-max", type=int, default=10_000,
                         help="largest gallery (images) whose FAISS search is timed")
-    cascade.output_options(parser, RESULTS / "cascade_vs_joint.json")
+    common_results.output_options(parser, RESULTS / "cascade_vs_joint.json")
     args = parser.parse_args()
-    if cascade.rendered(parser, args, RESULTS / "cascade_vs_joint.json", write_outputs):
+    if common_results.rendered(parser, args, RESULTS / "cascade_vs_joint.json", write_outputs):
         return
     if args.smoke:
         for key, value in SMOKE.items():
@@ -466,7 +466,7 @@ def main() -> None:
     gaps = missing(collected["worlds"])
     result = {"command": "python benchmarks/cascade_vs_joint.py " + " ".join(sys.argv[1:]),
               "smoke": args.smoke, "partial": bool(gaps), "missing": gaps,
-              "interrupted": collected["interrupted"], "machine": cascade.machine(),
+              "interrupted": collected["interrupted"], "machine": common_results.machine(),
               "settings": {"models": args.models, "formats": args.formats,
                            "work": str(args.work), "cascade_work": str(args.cascade_work),
                            "oim_work": str(args.oim_work), "qeeps_queries": args.qeeps_queries,

@@ -7,7 +7,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-import cascade
+from common.scoring import CMC_RANKS
 
 
 def pct(m: dict[str, float] | None, key: str = "mAP", second: str = "top1") -> str:
@@ -227,7 +227,7 @@ def plot(result: dict[str, Any], cmc_path: Path, cost_path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    ranks = list(cascade.CMC_RANKS)
+    ranks = list(CMC_RANKS)
     worlds = [(fmt, w) for fmt, w in result["worlds"].items() if finished(w)]
     n = max(1, len(worlds))
     fig, axes = plt.subplots(n, 2, figsize=(13, 4.8 * n), squeeze=False)

@@ -108,7 +108,13 @@ def main() -> None:
     from psearch.core.config import load_config
     from psearch.data import load_dataset
     from psearch.data.synth import generate_world
-    from psearch.detector.train import evaluate_detector, resolve_config, train_detector
+    from psearch.detector.train import (
+        METRICS_NAME,
+        evaluate_detector,
+        resolve_config,
+        train_detector,
+    )
+    from psearch.pipeline.stages import Stage, StageRunner, train
 
     work = args.work or Path(tempfile.mkdtemp(prefix="psearch-detbench-"))
     world, run = work / "world", work / "run"
@@ -119,10 +125,15 @@ def main() -> None:
     epochs = args.epochs or config["train"]["epochs"]
 
     # A run already in --work is continued (its checkpoint keeps the training time so far).
-    resume = (run / "last.pt").is_file()
-    metrics = train_detector(dataset, config, run, device=args.device, epochs=epochs,
-                             resume=resume, evaluate=False).metrics
-    train_seconds = metrics["train_seconds"]
+    metrics_path = run / METRICS_NAME
+
+    def trained() -> bool:
+        return metrics_path.is_file() and json.loads(metrics_path.read_text())["epochs"] >= epochs
+
+    StageRunner().run(Stage("train detector", train(
+        train_detector, dataset, config, run, device=args.device, epochs=epochs,
+        evaluate=False), done=trained, checkpoint=run / "last.pt"))
+    train_seconds = json.loads(metrics_path.read_text())["train_seconds"]
 
     image_list = work / "test_images.txt"
     image_list.write_text("\n".join(str(r.path) for r in dataset.gallery))

@@ -29,9 +29,10 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-import time
 from pathlib import Path
 from typing import Any
+
+from psearch.pipeline.stages import Stage, StageRunner, train
 
 RESULTS = Path(__file__).parent / "results"
 VARIANTS = {  # name: (reid.model, reid.loss, other reid settings)
@@ -70,13 +71,13 @@ def train_start_detector(world: Path, work: Path, epochs: int, log) -> dict[str,
     from psearch.detector.train import train_detector
 
     out = work / "detector"
-    if not (out / "metrics.json").is_file():
-        resume = (out / "last.pt").is_file()
-        log(f"== detector: {'resuming' if resume else 'training'} ({epochs} epochs)")
-        config = load_config("detector_cpu")
-        config["train"].update(epochs=epochs, lr_steps=[max(1, round(0.8 * epochs))])
-        train_detector(load_dataset(world, "cuhk"), config, out, device="cpu", resume=resume,
-                       epochs=epochs, progress=False, log=log)
+    config = load_config("detector_cpu")
+    config["train"].update(epochs=epochs, lr_steps=[max(1, round(0.8 * epochs))])
+    StageRunner(log=log, prefix="== ").run(Stage(
+        f"detector ({epochs} epochs)", train(train_detector, load_dataset(world, "cuhk"), config,
+                                             out, device="cpu", epochs=epochs, progress=False,
+                                             log=log),
+        [out / "metrics.json"], checkpoint=out / "last.pt"))
     metrics = json.loads((out / "metrics.json").read_text())
     log(f"== detector: {metrics}")
     return metrics
@@ -90,16 +91,11 @@ def run_variant(name: str, world: Path, work: Path, epochs: int, lr: float, log
 
     out = work / name.replace("+", "_").replace(" ", "_").replace("(", "").replace(")", "")
     metrics_file = out / "metrics.json"
-    if not metrics_file.is_file():
-        resume = (out / "last.pt").is_file()
-        log(f"== {name}: {'resuming' if resume else 'training'} ({epochs} epochs)")
-        tic = time.perf_counter()
-        config = variant_config(name, epochs, lr, work / "detector" / "last.pt")
-        train_joint(load_dataset(world, "cuhk"), config, out,
-                    device="cpu", resume=resume, epochs=epochs, progress=False, log=log)
-        log(f"== {name}: {time.perf_counter() - tic:.0f} s")
-    else:
-        log(f"== {name}: finished before, reused ({metrics_file})")
+    config = variant_config(name, epochs, lr, work / "detector" / "last.pt")
+    StageRunner(log=log, prefix="== ").run(Stage(
+        f"{name} ({epochs} epochs)", train(train_joint, load_dataset(world, "cuhk"), config, out,
+                                           device="cpu", epochs=epochs, progress=False, log=log),
+        [metrics_file], checkpoint=out / "last.pt"))
     metrics = json.loads(metrics_file.read_text())
     from psearch.core.checkpoint import load_checkpoint
 

@@ -31,50 +31,13 @@ import time
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).parent))
-from cascade import Stages, detect_finished, json_file, machine, run_worlds  # noqa: E402
+from common.results import json_file, machine, run_worlds
+from common.worlds import JOINT_CONFIG, build_joint_world
 
 RESULTS = Path(__file__).parent / "results"
-CONFIG = "joint_oim_cpu"
-WORLD_SEED = 0
+CONFIG = JOINT_CONFIG
 SPEED_IMAGES = 128
 BATCH = 8
-
-
-def build_world(fmt: str, args: argparse.Namespace, env: dict[str, str], log,
-                model: str = "oim", config: str = CONFIG) -> dict[str, Any]:
-    """Every stage of one world for ``train-joint --model MODEL --config CONFIG``; the trained
-    run, the gallery and the timings."""
-    from psearch.data import load_dataset
-
-    root, world = args.work / fmt, args.worlds / fmt / "world"
-    root.mkdir(parents=True, exist_ok=True)
-    stages = Stages(root, env, log)
-    preset = "tiny" if args.smoke else "bench"
-    stages.command("generate world", ["synth", world, "--format", fmt, "--preset", preset,
-                                       "--seed", WORLD_SEED],
-                    lambda: (world / "synth_summary.json").is_file())
-    run = root / "joint"
-    train = ["train-joint", "--model", model, "--data", world, "--format", fmt, "--out", run,
-             "--config", config, *(["--epochs", 1] if args.smoke else [])]
-    if (run / "last.pt").is_file() and not (run / "metrics.json").is_file():
-        train.append("--resume")  # an interrupted training continues
-    stages.command("train joint", train, lambda: (run / "metrics.json").is_file())
-    dataset = load_dataset(world, fmt)
-    images = [str(r.path) for r in dataset.gallery]
-    dets, gallery = root / "dets", root / "gallery"
-    # --smoke: a barely trained model scores below the usual 0.5; keep the gallery non-empty.
-    thresh = ["--score-thresh", 0.01] if args.smoke else []
-    stages.command("detect --embed (gallery)", ["detect", "--weights", run / "last.pt", *images,
-                                                 "--out", dets, "--embed", "-q", *thresh],
-                    lambda: detect_finished(dets) and (dets / "embeddings.json").is_file())
-    stages.command("index", ["index", "--manifest", dets, "--embeddings", dets, "--out", gallery],
-                    lambda: (gallery / "gallery.json").is_file())
-    stages.command("evaluate gallery", ["evaluate-gallery", "--gallery", gallery, "--data", world,
-                                         "--format", fmt, "--out", root / "gallery_eval.json"],
-                    lambda: (root / "gallery_eval.json").is_file())
-    return {"root": root, "run": run, "dataset": dataset, "stages": stages, "dets": dets,
-            "gallery": gallery}
 
 
 def measure_speed(checkpoint: Path, paths: list[str], repeats: int = 3,
@@ -220,7 +183,7 @@ def main() -> None:
 
     env = {**os.environ, "PYTHONHASHSEED": "0"}
     worlds, wall = run_worlds(args.formats, lambda fmt, log: score_world(
-        fmt, build_world(fmt, args, env, log), args.smoke))
+        fmt, build_joint_world(fmt, args, env, log), args.smoke))
     result = {"command": "python benchmarks/joint_oim.py " + " ".join(sys.argv[1:]),
               "config": CONFIG, "machine": machine(),
               "wall_seconds": wall, "worlds": worlds}

@@ -30,6 +30,9 @@ import time
 from pathlib import Path
 from typing import Any
 
+from psearch.pipeline.stages import Stage, StageRunner
+from psearch.pipeline.stages import train as stage_train
+
 RESULTS = Path(__file__).parent / "results" / "reid_cross_dataset.json"
 SEED_MARKET, SEED_CUHK = 11, 12
 """World A (Market crops) and world B (CUHK-SYSU scenes): different seeds, different worlds."""
@@ -63,15 +66,18 @@ def train(dataset: Any, cfg: dict[str, Any], out: Path, log) -> dict[str, Any]:
 
     epochs = int(cfg["train"]["epochs"])
     history_path = out / HISTORY_NAME
-    done = history_path.is_file() and (out / LAST_NAME).is_file()
-    if done and len(json.loads(history_path.read_text())) >= epochs:
-        history = json.loads(history_path.read_text())
-        log(f"  {out.name}: reused ({epochs} epochs)")
-    else:
-        history = train_reid(dataset, cfg, out, device="cpu",
-                             resume=(out / LAST_NAME).is_file(), progress=False,
-                             evaluate=False,
-                             log=lambda line: log(f"    {out.name}: {line}")).history
+
+    def done() -> bool:
+        return (history_path.is_file() and (out / LAST_NAME).is_file()
+                and len(json.loads(history_path.read_text())) >= epochs)
+
+    StageRunner(log=log, prefix="  ").run(Stage(
+        f"{out.name} ({epochs} epochs)",
+        stage_train(train_reid, dataset, cfg, out, device="cpu", progress=False,
+                    evaluate=False,
+                    log=lambda line: log(f"    {out.name}: {line}")),
+        done=done, checkpoint=out / LAST_NAME))
+    history = json.loads(history_path.read_text())
     return {"history": history, "train_seconds": round(sum(h["seconds"] for h in history), 1)}
 
 

@@ -184,3 +184,19 @@ def sgd_steps(model, images: list, targets: list, steps: int, lr: float) -> list
         optimizer.step()
         history.append(losses)
     return history
+
+
+def assert_top_includes(matches: list, row: int, score: float | None = None,
+                        atol: float = 1e-3) -> None:
+    """``row`` is among the matches tied at the top score (dicts or objects with ``row`` and
+    ``score``; ranked best first), and the top score is ``score`` when given. Which of several
+    rows tied at equal scores a search lists first is not part of any contract (FAISS and
+    argsort break ties differently across machines), so tests assert this instead."""
+    def field(match, name: str):
+        return match[name] if isinstance(match, dict) else getattr(match, name)
+
+    top = max(float(field(m, "score")) for m in matches)
+    tied = [int(field(m, "row")) for m in matches if float(field(m, "score")) >= top - atol]
+    assert row in tied, f"row {row} is not among the top-scored rows {tied} (score {top:.4f})"
+    if score is not None:
+        assert top == pytest.approx(score, abs=atol)

@@ -8,7 +8,14 @@ import json
 import numpy as np
 import pytest
 import torch
-from support import TINY_MODEL, TINY_SETS, first_train_batch, run_cli, sgd_steps
+from support import (
+    TINY_MODEL,
+    TINY_SETS,
+    assert_top_includes,
+    first_train_batch,
+    run_cli,
+    sgd_steps,
+)
 
 from psearch.cli.main import main
 from psearch.core.checkpoint import load_checkpoint, save_checkpoint
@@ -138,19 +145,19 @@ def test_joint_checkpoint_detects_embeds_indexes_and_answers_queries(
                             "--out", str(tmp_path / name)], capsys)
         assert code == 0, err
     # A gallery detection as the query box: embedded on its frame as `psearch embed` did, so
-    # its own row comes first with cosine 1.
+    # its own row is at the top with cosine 1. The barely trained model may give other rows the
+    # same vector: which of the tied rows FAISS lists first is not part of the contract.
     manifest = read_manifest(dets)
     row = int(np.argmax(manifest.scores))
     box = ",".join(f"{v:g}" for v in manifest.boxes[row])
     for name in ("one-pass", "on-frames"):
         code, out, err = run_cli(["query", "--gallery", str(tmp_path / name), "--image",
-                              str(manifest.sources[row]), "--box", box, "--top-k", "3",
+                              str(manifest.sources[row]), "--box", box, "--top-k", "20",
                               "--json"], capsys)
         assert code == 0, err
         [query] = json.loads(out)["queries"]
-        assert len(query["matches"]) == 3
-    top = query["matches"][0]
-    assert top["row"] == row and top["score"] == pytest.approx(1, abs=1e-3)
+        assert len(query["matches"]) == 20
+    assert_top_includes(query["matches"], row, score=1)
 
 
 def test_joint_results_score_through_the_evaluator(trained, cuhk_world, tmp_path) -> None:

@@ -20,6 +20,8 @@ from psearch.training.loop import SGD_TRAIN_DEFAULTS
 CHECKPOINT_KIND = "joint"
 MODELS = ("oim", "inet", "dcinet", "alignps")
 PAIR_MODELS = ("inet", "dcinet")  # trained on image pairs only (psearch.joint.inet)
+TRAIN_MODELS = (*MODELS, "qeeps")
+"""What ``psearch train-joint --model`` trains (QEEPS fine-tunes an OIM checkpoint)."""
 DEFAULT_LOSS = {"oim": "oim", "inet": "olp+hep", "dcinet": "olp+c2hep", "alignps": "toim"}
 OIM_LOSSES = ("oim", "softmax", "toim")
 ALIGNPS_LOSSES = ("toim", "oim")

@@ -11,7 +11,6 @@ again continues from where the run before stopped.
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -23,6 +22,7 @@ from psearch.core.config import load_config
 from psearch.core.errors import PsearchError
 from psearch.core.io import write_json_atomic
 from psearch.core.options import device_option, quiet_option, seed_option
+from psearch.pipeline.stages import Stage, StageRunner, train
 
 WORLD_FORMAT = "cuhk"
 DEMO_REID_EPOCHS = 80
@@ -59,51 +59,44 @@ def run_demo(out: str | Path, preset: str = "ci", seed: int = 0, device: str = "
     out = Path(out)
     paths = {name: out / name for name in
              ("world", "detector", "detections", "reid", "embeddings", "gallery")}
-    seconds: dict[str, float] = {}
+    runner = StageRunner(log=lambda line: log(click.style(line, bold=True)), prefix="== ")
+    world, det_dir, reid_dir = paths["world"], paths["detector"], paths["reid"]
 
-    def stage(name: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-        """Run one stage, announcing it and timing it into ``seconds``."""
-        log(click.style(f"== {name}", bold=True))
-        start = time.perf_counter()
-        result = fn(*args, **kwargs)
-        seconds[name] = round(time.perf_counter() - start, 1)
-        return result
-
-    world = paths["world"]
-    if not (world / "synth_summary.json").is_file():
-        stage("generate world", generate_world, world, WORLD_FORMAT, seed=seed, preset=preset)
+    runner.run(Stage("generate world", lambda _: generate_world(
+        world, WORLD_FORMAT, seed=seed, preset=preset), [world / "synth_summary.json"]))
     dataset = load_dataset(world, WORLD_FORMAT)
     log(f"world: {len(dataset.train)} train images, {len(dataset.gallery)} gallery images, "
         f"{len(dataset.queries)} queries ({world})")
 
-    det_dir = paths["detector"]
-    if not (det_dir / METRICS_NAME).is_file():
-        det_cfg = load_config("detector_cpu")
-        stage("train detector", train_detector, dataset, det_cfg, det_dir, device=device,
-              resume=(det_dir / LAST_NAME).is_file(), epochs=detector_epochs, progress=progress)
+    runner.run(Stage("train detector", train(
+        train_detector, dataset, load_config("detector_cpu"), det_dir, device=device,
+        epochs=detector_epochs, progress=progress), [det_dir / METRICS_NAME],
+        checkpoint=det_dir / LAST_NAME))
     detector_metrics = json.loads((det_dir / METRICS_NAME).read_text())
 
-    reid_dir = paths["reid"]
     reid_cfg = reid_config(overrides=[f"train.epochs={reid_epochs}"] if reid_epochs else [])
     history_path = reid_dir / HISTORY_NAME
-    done_epochs = len(json.loads(history_path.read_text())) if history_path.is_file() else 0
-    if done_epochs < int(reid_cfg["train"]["epochs"]):
-        stage("train re-ID", train_reid, dataset, reid_cfg, reid_dir, device=device,
-              resume=(reid_dir / LAST_NAME).is_file(), progress=progress, log=log)
+    runner.run(Stage("train re-ID", train(train_reid, dataset, reid_cfg, reid_dir, device=device,
+                                          progress=progress, log=log),
+                     done=lambda: (history_path.is_file() and len(json.loads(
+                         history_path.read_text())) >= int(reid_cfg["train"]["epochs"])),
+                     checkpoint=reid_dir / LAST_NAME))
 
     detector = load_detector(det_dir / LAST_NAME, device=device)
     sources = collect_sources([r.path for r in dataset.gallery])
-    stage("detect gallery images", run_detect, detector, sources, paths["detections"],
-          progress=progress)
+    runner.run(Stage("detect gallery images",  # run_detect skips the images it has done
+                     lambda _: run_detect(detector, sources, paths["detections"],
+                                                progress=progress)))
     if len(read_manifest(paths["detections"])) == 0:
         raise PsearchError(f"the detector ({det_dir / LAST_NAME}) found nobody in the gallery "
                            "images at score 0.5: it needs more training (--detector-epochs; "
                            f"it trained {detector_metrics['epochs']} epochs)")
     reid_model = ReidModel.from_checkpoint(reid_dir / LAST_NAME, device=device)
-    stage("embed detections", embed_manifest, reid_model, paths["detections"],
-          paths["embeddings"], restart=True, progress=progress, log=log)
-    gallery = stage("index gallery", index_embeddings, paths["embeddings"], paths["gallery"],
-                    overwrite=True)
+    runner.run(Stage("embed detections", lambda _: embed_manifest(
+        reid_model, paths["detections"], paths["embeddings"], restart=True, progress=progress,
+        log=log)))
+    gallery = runner.run(Stage("index gallery", lambda _: index_embeddings(
+        paths["embeddings"], paths["gallery"], overwrite=True)))
 
     search = PersonSearch(gallery, device=device)
     if query_index is None:
@@ -136,7 +129,7 @@ def run_demo(out: str | Path, preset: str = "ci", seed: int = 0, device: str = "
     log(format_report(report))
     write_report_json(out / "metrics.json", report)
 
-    summary = {"out": str(out), "preset": preset, "seed": seed, "seconds": seconds,
+    summary = {"out": str(out), "preset": preset, "seed": seed, "seconds": runner.seconds,
                "detector": detector_metrics.get("detection"), "sheet": str(sheet),
                "query": {"image": str(query_path), "box": query.box.tolist(), "pid": query.pid},
                "matches": [m.to_dict() for m in matches], "metrics": str(out / "metrics.json")}
