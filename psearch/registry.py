@@ -36,6 +36,9 @@ _LOADERS: dict[tuple[str, str], str] = {
 
 _NAMED: dict[tuple[str, str], str] = {
     (HOG_NAME, "detect"): "psearch.baselines.hog:HogDetector.from_name",
+    ("coco", "detect"): "psearch.detector.coco:load_coco",
+    ("coco-v1", "detect"): "psearch.detector.coco:load_coco_v1",
+    ("coco-mobilenet", "detect"): "psearch.detector.coco:load_coco_mobilenet",
 }
 """Models chosen by name instead of a checkpoint file (``--weights hog``)."""
 
@@ -78,7 +81,9 @@ def load_model(path: str | os.PathLike, role: str, device: Any = "auto", **optio
 
 
 def load_detector(weights: str | os.PathLike, device: Any = "auto", **options: Any) -> Detector:
-    """``"hog"``: the HOG baseline; else any checkpoint that can detect (detector, joint)."""
+    """``"hog"``: the HOG baseline; ``"coco"``, ``"coco-v1"``, ``"coco-mobilenet"``:
+    torchvision's COCO Faster R-CNN as a person detector; else any checkpoint that can detect
+    (detector, joint)."""
     if str(weights).lower() != HOG_NAME:
         options.pop("upscale", None)  # HOG's only option
     return load_model(weights, "detect", device, **options)
