@@ -42,6 +42,12 @@ _NAMED: dict[tuple[str, str], str] = {
 }
 """Models chosen by name instead of a checkpoint file (``--weights hog``)."""
 
+_SUFFIXES: dict[tuple[str, str], str] = {
+    (".onnx", "embed"): "psearch.reid.onnx:OnnxEmbedder.from_file",
+}
+"""Files that are not torch checkpoints, chosen by their suffix (an exported re-ID ``.onnx``,
+run by onnxruntime without importing torch); called like checkpoint loaders, payload None."""
+
 
 def register(kind: str, role: str, target: str, named: bool = False) -> None:
     """Let checkpoints of ``kind`` play ``role`` through ``target`` ("module:attr.path");
@@ -63,11 +69,15 @@ def _resolve(target: str) -> Any:
 def load_model(path: str | os.PathLike, role: str, device: Any = "auto", **options: Any) -> Any:
     """The model in checkpoint ``path`` (or a registered name such as "hog") ready for
     ``role``; a one-line error if it cannot."""
-    from psearch.core.checkpoint import load_checkpoint
-
     named = _NAMED.get((str(path).lower(), role))
     if named is not None:
         return _resolve(named)(device=device, **options)
+
+    by_suffix = _SUFFIXES.get((os.path.splitext(str(path))[1].lower(), role))
+    if by_suffix is not None:
+        return _resolve(by_suffix)(path, device=device, payload=None, **options)
+
+    from psearch.core.checkpoint import load_checkpoint  # torch: only for checkpoints
 
     payload = load_checkpoint(path)
     kind = payload.get("kind")
@@ -90,7 +100,7 @@ def load_detector(weights: str | os.PathLike, device: Any = "auto", **options: A
 
 
 def load_embedder(path: str | os.PathLike, device: Any = "auto", **options: Any) -> Embedder:
-    """Any checkpoint that can embed boxes (re-ID, joint)."""
+    """Any checkpoint that can embed boxes (re-ID, joint), or a re-ID ``.onnx`` export."""
     return load_model(path, "embed", device, **options)
 
 

@@ -116,6 +116,10 @@ def load_gallery_embedder(reid: dict, device: str = "auto",
                            "location with --checkpoint PATH")
     expected = reid.get("checkpoint_sha256")
     if expected and file_sha256(path) != expected:
+        # an .onnx exported from the gallery's checkpoint records that checkpoint's sha256
+        exported = path.suffix.lower() == ".onnx" and load_model_embedder(path, device)
+        if exported and exported.describe().get("checkpoint_sha256") == expected:
+            return exported
         raise PsearchError(f"{path}: sha256 differs from the checkpoint the gallery was built "
                            f"with ({expected[:12]}...); rebuild the gallery with `psearch embed` "
                            "and `psearch index`, or pass the original with --checkpoint")

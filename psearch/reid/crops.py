@@ -1,0 +1,43 @@
+"""Person crops for the re-ID network, in NumPy and OpenCV only (no torch: the ONNX embedder
+uses them too)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import cv2
+import numpy as np
+
+from psearch.core.errors import PsearchError
+
+
+def crop_boxes(image: np.ndarray, boxes: np.ndarray) -> list[np.ndarray]:
+    """Views of ``image`` [H, W, 3] inside ``boxes`` float [N, 4] (x1, y1, x2, y2).
+
+    Boxes are rounded outwards and clipped to the image; every crop is at least 1x1 pixel.
+    """
+    height, width = image.shape[:2]
+    boxes = np.asarray(boxes, dtype=np.float32).reshape(-1, 4)
+    x1 = np.clip(np.floor(boxes[:, 0]), 0, width - 1).astype(np.int64)
+    y1 = np.clip(np.floor(boxes[:, 1]), 0, height - 1).astype(np.int64)
+    x2 = np.clip(np.ceil(boxes[:, 2]), x1 + 1, width).astype(np.int64)
+    y2 = np.clip(np.ceil(boxes[:, 3]), y1 + 1, height).astype(np.int64)
+    return [image[b:d, a:c] for a, b, c, d in zip(x1, y1, x2, y2, strict=True)]
+
+
+def resize_crop(crop: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Resize an RGB crop to ``size`` (height, width): area averaging when shrinking."""
+    height, width = size
+    shrink = crop.shape[0] >= height and crop.shape[1] >= width
+    return cv2.resize(crop, (width, height),
+                      interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
+
+
+def resize_crops(crops: Sequence[np.ndarray], size: tuple[int, int]) -> np.ndarray:
+    """RGB uint8 crops of any size -> one uint8 batch [N, height, width, 3]."""
+    out = np.empty((len(crops), size[0], size[1], 3), dtype=np.uint8)
+    for i, crop in enumerate(crops):
+        if crop.ndim != 3 or crop.shape[2] != 3 or crop.shape[0] == 0 or crop.shape[1] == 0:
+            raise PsearchError(f"crop {i}: expected an RGB array [H, W, 3], got shape {crop.shape}")
+        out[i] = resize_crop(crop, size)
+    return out
