@@ -39,7 +39,8 @@ class PersonSearch:
 
     def __init__(self, gallery: str | os.PathLike | Gallery, device: str = "auto",
                  embedder: Any = None, checkpoint: str | os.PathLike | None = None) -> None:
-        self.gallery = gallery if isinstance(gallery, Gallery) else Gallery.load(gallery)
+        self.gallery = (gallery if isinstance(gallery, Gallery)
+                        else Gallery.load(gallery, mmap=True))  # read-only: memory-mapped
         if len(self.gallery) == 0:
             raise PsearchError("the gallery is empty")
         self.embedder = embedder or load_gallery_embedder(
