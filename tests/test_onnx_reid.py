@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import subprocess
 import sys
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 from support import detect_dir, embeddings_dir, person_images, run_cli, tiny_checkpoint
@@ -15,6 +17,7 @@ pytest.importorskip("onnxruntime")
 
 from psearch.cli.main import main  # noqa: E402
 from psearch.core.errors import PsearchError  # noqa: E402
+from psearch.core.media import read_image  # noqa: E402
 from psearch.registry import load_embedder  # noqa: E402
 from psearch.reid.onnx import OnnxEmbedder  # noqa: E402
 from psearch.roles import Embedder  # noqa: E402
@@ -75,6 +78,26 @@ def test_gallery_query_with_onnx_gives_the_same_ranking(exported, capsys):
     assert [(m["source"], m["frame"], m["box"]) for m in got_q["matches"]] == key
     np.testing.assert_allclose([m["score"] for m in got_q["matches"]],
                                [m["score"] for m in ref_q["matches"]], atol=1e-4)
+
+
+def test_embed_with_onnx_writes_the_same_embeddings(exported, capsys):
+    root, checkpoint, onnx_path = exported
+    dets = root / "dets"  # written by the ranking test, without crop files: write them
+    with open(dets / "manifest.csv", newline="") as f:
+        for row in csv.DictReader(f):
+            image = read_image(row["source"])
+            x1, y1, x2, y2 = (int(float(row[k])) for k in ("x1", "y1", "x2", "y2"))
+            crop = dets / row["crop"]
+            crop.parent.mkdir(parents=True, exist_ok=True)
+            cv2.imwrite(str(crop), cv2.cvtColor(image[y1:y2, x1:x2], cv2.COLOR_RGB2BGR))
+    for weights, out in ((checkpoint, "emb_pt"), (onnx_path, "emb_onnx")):
+        result = run_cli(["embed", "--weights", weights, "--manifest", dets, "--out",
+                          root / out, "--quiet", "--device", "cpu"], capsys)
+        assert result.code == 0, result.err
+    ref, got = np.load(root / "emb_pt" / "embeddings.npy"), np.load(root / "emb_onnx" /
+                                                                    "embeddings.npy")
+    assert got.shape == ref.shape and len(got) > 0
+    np.testing.assert_allclose(got, ref, atol=1e-4)
 
 
 def test_an_onnx_of_another_checkpoint_is_refused(exported, capsys, tmp_path):

@@ -41,6 +41,8 @@ class OnnxEmbedder:
         self.input_size = tuple(int(v) for v in meta["input_size"])
         self.dim = int(meta["dim"])
         self.input_name = session.get_inputs()[0].name
+        self.checkpoint_path = path  # what `psearch embed` records (and hashes)
+        self.backbone_name = str(meta.get("backbone"))
 
     @classmethod
     def from_file(cls, path: str | os.PathLike, device: Any = None, batch_size: int = 128,
