@@ -36,8 +36,17 @@ _LOADERS: dict[tuple[str, str], str] = {
 
 _NAMED: dict[tuple[str, str], str] = {
     (HOG_NAME, "detect"): "psearch.baselines.hog:HogDetector.from_name",
+    ("coco", "detect"): "psearch.detector.coco:load_coco",
+    ("coco-v1", "detect"): "psearch.detector.coco:load_coco_v1",
+    ("coco-mobilenet", "detect"): "psearch.detector.coco:load_coco_mobilenet",
 }
 """Models chosen by name instead of a checkpoint file (``--weights hog``)."""
+
+_SUFFIXES: dict[tuple[str, str], str] = {
+    (".onnx", "embed"): "psearch.reid.onnx:OnnxEmbedder.from_file",
+}
+"""Files that are not torch checkpoints, chosen by their suffix (an exported re-ID ``.onnx``,
+run by onnxruntime without importing torch); called like checkpoint loaders, payload None."""
 
 
 def register(kind: str, role: str, target: str, named: bool = False) -> None:
@@ -60,11 +69,15 @@ def _resolve(target: str) -> Any:
 def load_model(path: str | os.PathLike, role: str, device: Any = "auto", **options: Any) -> Any:
     """The model in checkpoint ``path`` (or a registered name such as "hog") ready for
     ``role``; a one-line error if it cannot."""
-    from psearch.core.checkpoint import load_checkpoint
-
     named = _NAMED.get((str(path).lower(), role))
     if named is not None:
         return _resolve(named)(device=device, **options)
+
+    by_suffix = _SUFFIXES.get((os.path.splitext(str(path))[1].lower(), role))
+    if by_suffix is not None:
+        return _resolve(by_suffix)(path, device=device, payload=None, **options)
+
+    from psearch.core.checkpoint import load_checkpoint  # torch: only for checkpoints
 
     payload = load_checkpoint(path)
     kind = payload.get("kind")
@@ -78,7 +91,9 @@ def load_model(path: str | os.PathLike, role: str, device: Any = "auto", **optio
 
 
 def load_detector(weights: str | os.PathLike, device: Any = "auto", **options: Any) -> Detector:
-    """``"hog"``: the HOG baseline; else any checkpoint that can detect (detector, joint)."""
+    """``"hog"``: the HOG baseline; ``"coco"``, ``"coco-v1"``, ``"coco-mobilenet"``:
+    torchvision's COCO Faster R-CNN as a person detector; else any checkpoint that can detect
+    (detector, joint)."""
     if str(weights).lower() != HOG_NAME:
         options.pop("upscale", None)  # HOG's options
         options.pop("contain", None)
@@ -86,7 +101,7 @@ def load_detector(weights: str | os.PathLike, device: Any = "auto", **options: A
 
 
 def load_embedder(path: str | os.PathLike, device: Any = "auto", **options: Any) -> Embedder:
-    """Any checkpoint that can embed boxes (re-ID, joint)."""
+    """Any checkpoint that can embed boxes (re-ID, joint), or a re-ID ``.onnx`` export."""
     return load_model(path, "embed", device, **options)
 
 

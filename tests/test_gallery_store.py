@@ -182,3 +182,13 @@ def test_nan_embeddings_are_refused():
     vectors[3, 0] = np.nan
     with pytest.raises(PsearchError, match="NaN"):
         Gallery.build(vectors, fake_rows(10))
+
+
+@pytest.mark.parametrize("kind", ["flat", "ivf"])
+def test_a_memory_mapped_gallery_searches_like_a_loaded_one(kind, tmp_path):
+    vectors = clustered(600)
+    Gallery.build(vectors, fake_rows(600), index=kind, reid=REID).save(tmp_path / "g")
+    loaded, mapped = Gallery.load(tmp_path / "g"), Gallery.load(tmp_path / "g", mmap=True)
+    queries = np.ascontiguousarray(vectors[:5])
+    for a, b in zip(loaded.matches(queries, 7), mapped.matches(queries, 7), strict=True):
+        assert [(m.source, m.score) for m in a] == [(m.source, m.score) for m in b]

@@ -70,8 +70,9 @@ def train_detector_command(data_root: str, fmt: str, out_dir: Path, config_name:
 
 @click.command("detect")
 @click.argument("inputs", nargs=-1, required=True, type=click.Path())
-@weights_option("A checkpoint that can detect (train-detector, train-joint), or 'hog' for "
-                "OpenCV's HOG baseline.")
+@weights_option("A checkpoint that can detect (train-detector, train-joint), 'hog' for "
+                "OpenCV's HOG baseline, or 'coco', 'coco-v1', 'coco-mobilenet' for torchvision's "
+                "COCO Faster R-CNN (its person class) from the torch hub cache.")
 @out_option("Output folder: manifest.csv, sources.csv, crops/, detect.json.", name="out_dir")
 @click.option("--recursive", "-r", is_flag=True, help="Search folders recursively.")
 @click.option("--every", type=click.IntRange(min=1), default=1, show_default=True,
@@ -98,13 +99,14 @@ def train_detector_command(data_root: str, fmt: str, out_dir: Path, config_name:
               help="Joint models: also write OUT/embeddings.npy + embeddings.json from the same "
                    "forward pass (OUT is then the --embeddings of psearch index).")
 @device_option()
+@download_option()
 @quiet_option()
 def detect_command(inputs: tuple[str, ...], weights: str, out_dir: Path, recursive: bool,
                    every: int, fps: float | None, sequence_fps: float | None,
                    batch_size: int, score_thresh: float,
                    min_size: float, max_detections: int, hog_upscale: float,
                    hog_contain: float | None, embed: bool, device: str,
-                   quiet: bool) -> None:
+                   download: bool, quiet: bool) -> None:
     """Detect people in images, folders and videos; write crops and a manifest.
 
     Rerunning with the same --out skips the inputs already finished, so an interrupted run
@@ -116,8 +118,10 @@ def detect_command(inputs: tuple[str, ...], weights: str, out_dir: Path, recursi
       psearch detect --weights runs/det/last.pt cam1.mp4 --fps 2 --out dets/
       psearch detect --weights runs/det/last.pt cam2-frames/ --sequence-fps 25 --out dets/
       psearch detect --weights hog --hog-upscale 2 photo.jpg --out dets-hog/
+      psearch detect --weights coco cam1.mp4 --fps 2 --out dets-coco/ --download
       psearch detect --weights runs/joint/last.pt gallery/ --embed --out dets/  # + embeddings
     """
+    from psearch.core.weights import allow_downloads
     from psearch.detector.detect import DetectSettings, run_detect
     from psearch.detector.inputs import collect_sources
     from psearch.registry import load_detector
@@ -126,8 +130,9 @@ def detect_command(inputs: tuple[str, ...], weights: str, out_dir: Path, recursi
         raise PsearchError("--every and --fps are alternatives; give one of them")
     sources = collect_sources(list(inputs), recursive=recursive, exclude=out_dir,
                               sequence_fps=sequence_fps)
-    detector = load_detector(weights, device=device, batch_size=batch_size, upscale=hog_upscale,
-                             contain=hog_contain)
+    with allow_downloads(download):
+        detector = load_detector(weights, device=device, batch_size=batch_size,
+                                 upscale=hog_upscale, contain=hog_contain)
     settings = DetectSettings(score_thresh=score_thresh, min_size=min_size,
                               max_detections=max_detections, batch_size=batch_size,
                               every=every, fps=fps, embed=embed)

@@ -32,6 +32,10 @@ def known_weights() -> dict[str, tuple[str, Any]]:
         known[f"detector-imagenet-{backbone}"] = ("torchvision", imagenet)
         if coco is not None:
             known[f"detector-coco-{backbone}"] = ("torchvision", coco)
+    from psearch.detector.coco import COCO_MODELS
+
+    for name, (_, coco) in COCO_MODELS.items():
+        known[f"detect-{name}"] = ("torchvision", coco)  # psearch detect --weights NAME
     for name in TIMM_BACKBONES:
         known[f"reid-imagenet-{name}"] = ("timm", name)
     return known

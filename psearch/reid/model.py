@@ -11,7 +11,6 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import cv2
 import numpy as np
 import timm
 import timm.data
@@ -24,8 +23,10 @@ from psearch.core.checkpoint import checkpoint_of_kind, load_model_state
 from psearch.core.device import resolve_device
 from psearch.core.errors import PsearchError
 from psearch.reid.config import model_config
+from psearch.reid.crops import resize_crop, resize_crops
 
 CHECKPOINT_KIND = "reid"
+__all__ = ["ReidModel", "ReidNet", "build_reid_net", "crop_boxes", "resize_crop", "resize_crops"]
 
 def create_backbone(cfg: dict[str, Any], pretrained: bool | None = None) -> nn.Module:
     """The timm backbone of ``cfg`` with its classifier removed (``num_classes=0``).
@@ -100,24 +101,6 @@ def build_reid_net(cfg: dict[str, Any], pretrained: bool | None = None) -> ReidN
     backbone.train()
     data_cfg = timm.data.resolve_data_config({}, model=backbone)
     return ReidNet(backbone, in_features, int(cfg["dim"]), data_cfg["mean"], data_cfg["std"])
-
-
-def resize_crop(crop: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """Resize an RGB crop to ``size`` (height, width): area averaging when shrinking."""
-    height, width = size
-    shrink = crop.shape[0] >= height and crop.shape[1] >= width
-    return cv2.resize(crop, (width, height),
-                      interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
-
-
-def resize_crops(crops: Sequence[np.ndarray], size: tuple[int, int]) -> np.ndarray:
-    """RGB uint8 crops of any size -> one uint8 batch [N, height, width, 3]."""
-    out = np.empty((len(crops), size[0], size[1], 3), dtype=np.uint8)
-    for i, crop in enumerate(crops):
-        if crop.ndim != 3 or crop.shape[2] != 3 or crop.shape[0] == 0 or crop.shape[1] == 0:
-            raise PsearchError(f"crop {i}: expected an RGB array [H, W, 3], got shape {crop.shape}")
-        out[i] = resize_crop(crop, size)
-    return out
 
 
 class ReidModel:

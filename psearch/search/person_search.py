@@ -39,7 +39,8 @@ class PersonSearch:
 
     def __init__(self, gallery: str | os.PathLike | Gallery, device: str = "auto",
                  embedder: Any = None, checkpoint: str | os.PathLike | None = None) -> None:
-        self.gallery = gallery if isinstance(gallery, Gallery) else Gallery.load(gallery)
+        self.gallery = (gallery if isinstance(gallery, Gallery)
+                        else Gallery.load(gallery, mmap=True))  # read-only: memory-mapped
         if len(self.gallery) == 0:
             raise PsearchError("the gallery is empty")
         self.embedder = embedder or load_gallery_embedder(
@@ -120,6 +121,10 @@ def load_gallery_embedder(reid: dict, device: str = "auto",
                            "location with --checkpoint PATH")
     expected = reid.get("checkpoint_sha256")
     if expected and file_sha256(path) != expected:
+        # an .onnx exported from the gallery's checkpoint records that checkpoint's sha256
+        exported = path.suffix.lower() == ".onnx" and load_model_embedder(path, device)
+        if exported and exported.describe().get("checkpoint_sha256") == expected:
+            return exported
         raise PsearchError(f"{path}: sha256 differs from the checkpoint the gallery was built "
                            f"with ({expected[:12]}...); rebuild the gallery with `psearch embed` "
                            "and `psearch index`, or pass the original with --checkpoint")
