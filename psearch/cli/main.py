@@ -23,6 +23,7 @@ STAGE_COMMAND_MODULES = (
     "psearch.cli.gallery",
     "psearch.pipeline.demo",
     "psearch.cli.weights",
+    "psearch.cli.serve",
 )
 
 
