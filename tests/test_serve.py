@@ -73,6 +73,9 @@ def test_gallery_frame_query_gives_one_sighting_with_times(client, world):
     assert body["mode"] == "sightings" and top["source"] == source and top["video"]
     assert top["start_frame"] == FIRST and top["start_s"] == pytest.approx(FIRST / 10)
     assert top["frames"] >= 8
+    track = {t["frame"]: t["box"] for t in top["track"]}  # the video overlay's boxes
+    assert sorted(track) == list(range(FIRST, 20))
+    assert track[FIRST] == [float(v) for v in world.video_boxes[FIRST]]
     # time filter: nothing of the walker before it appears
     early = client.post("/query", data={"source": source, "frame": "12", "t_max": "0.5",
                                         "box": box_text(world.video_boxes[12])}).json()

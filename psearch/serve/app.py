@@ -226,6 +226,8 @@ def _answer(state: GalleryState, data: bytes | None, source: str | None, frame: 
         item = r.to_dict()
         item["rank"] = rank
         item["video"] = _is_video(r.source, [r.best.frame if grouped else r.frame])
+        if grouped and item["video"]:
+            item["track"] = _track(gallery.rows, r)
         items.append(item)
     return {"generation": snap.generation, "rows": len(gallery),
             "mode": "sightings" if grouped else "frames",
@@ -256,6 +258,30 @@ def _add(state: GalleryState, lock: threading.Lock, data: bytes, boxes: str) -> 
         generation = int(gallery.header["generation"])
     state.current()
     return {"added": n, "rows": len(gallery), "generation": generation}
+
+
+def _track(rows, sighting, limit: int = 2000) -> list[dict]:
+    """The sighting's box in each frame from start to end (for the video overlay): from the best
+    hit outwards, in each frame the gallery box whose centre is nearest the previous one's."""
+    sid = int(np.searchsorted(rows.sources, sighting.source))
+    keep = np.flatnonzero((rows.source_ids == sid) & (rows.frames >= sighting.start_frame)
+                          & (rows.frames <= sighting.end_frame))[: limit * 4]
+    frames, boxes, times = rows.frames[keep], rows.boxes[keep], rows.times[keep]
+    centre = (boxes[:, :2] + boxes[:, 2:]) / 2
+    track = {}
+    best = sighting.best.frame
+    for direction in (range(best, sighting.end_frame + 1),
+                      range(best, sighting.start_frame - 1, -1)):
+        last = (np.asarray(sighting.best.box[:2]) + np.asarray(sighting.best.box[2:])) / 2
+        for f in direction:
+            here = np.flatnonzero(frames == f)
+            if here.size:
+                j = here[np.argmin(np.linalg.norm(centre[here] - last, axis=1))]
+                last = centre[j]
+                t = float(times[j]) if np.isfinite(times[j]) else None
+                track[f] = {"frame": int(f), "time": t,
+                            "box": [round(float(v), 1) for v in boxes[j]]}
+    return [track[f] for f in sorted(track)][:limit]
 
 
 def _snap_with(state: GalleryState, source: str) -> Snapshot:
