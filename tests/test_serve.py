@@ -256,3 +256,11 @@ def r_source(client, world) -> str:
     sources = [s["source"] for s in client.get("/sources").json()["sources"]]
     [upload] = [s for s in sources if "/uploads/" in s]
     return upload
+
+
+def test_serve_command_refuses_a_missing_gallery_in_one_line(tmp_path, capsys):
+    from support import run_cli
+
+    code, _, err = run_cli(["serve", "--gallery", tmp_path / "nope"], capsys)
+    assert code == 1 and err.startswith("error:") and "not a psearch gallery" in err
+    assert len(err.strip().splitlines()) == 1
