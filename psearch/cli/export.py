@@ -20,7 +20,7 @@ def export_command() -> None:
 
 @export_command.command("onnx")
 @click.option("--weights", required=True, type=click.Path(dir_okay=False, path_type=Path),
-              help="A re-ID checkpoint (psearch train-reid).")
+              help="A re-ID checkpoint (psearch train-reid); traced and checked on the CPU.")
 @click.option("--out", required=True, type=click.Path(dir_okay=False, path_type=Path),
               help="The .onnx file to write (replaced only once complete).")
 @click.option("--check-crops", type=click.IntRange(min=1), default=8, show_default=True,

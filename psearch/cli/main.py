@@ -24,6 +24,7 @@ STAGE_COMMAND_MODULES = (
     "psearch.pipeline.demo",
     "psearch.cli.weights",
     "psearch.cli.export",
+    "psearch.cli.serve",
 )
 
 
