@@ -32,8 +32,9 @@ OWN_FORMAT = {"synth"}
 OWN_HELP = {"--gallery-sizes"}
 """Options whose help says what the sizes do in each command (report, keep, generate)."""
 MODEL_COMMANDS = {"train-detector", "detect", "train-reid", "embed", "train-joint", "query",
-                  "evaluate-gallery", "demo"}
-"""Commands that load or train a model; each needs --device and --quiet."""
+                  "evaluate-gallery", "demo", "serve"}
+"""Commands that load or train a model; each needs --device and (but serve, which shows no
+progress bar) --quiet."""
 
 
 def walk(group: click.Group = cli, prefix: str = "") -> dict[str, click.Command]:
@@ -92,8 +93,8 @@ def test_a_shared_option_is_the_same_wherever_it_is_used(name):
 
 def test_model_commands_take_device_and_quiet():
     assert commands_with("--device") == MODEL_COMMANDS
-    assert MODEL_COMMANDS <= commands_with("--quiet")
-    for path in MODEL_COMMANDS:
+    assert MODEL_COMMANDS - {"serve"} <= commands_with("--quiet")
+    for path in MODEL_COMMANDS - {"serve"}:
         assert option(COMMANDS[path], "-q") is option(COMMANDS[path], "--quiet"), path
     # the commands that train or load checkpoints are all in MODEL_COMMANDS, but for the ONNX
     # export, which traces and checks the network on the CPU (ONNX is a CPU-side format)
@@ -163,7 +164,9 @@ def test_readme_device_claim():
 def test_readme_quiet_claim():
     claim = readme_bullet("Every command that shows progress bars")
     assert "`-q/--quiet`" in claim and "the commands above" in claim
-    assert commands_with("--quiet") == MODEL_COMMANDS | named_commands(claim)
+    assert "above but `serve`" in claim  # it shows no progress bar
+    assert commands_with("--quiet") == (MODEL_COMMANDS - {"serve"}) | (named_commands(claim)
+                                                                      - {"serve"})
     assert option(COMMANDS["index"], "--quiet") is None  # the README says so
 
 

@@ -11,7 +11,7 @@ import psearch
 ROOT = Path(psearch.__file__).parent
 STAGES = ("data", "detector", "reid", "gallery", "evaluation", "baselines", "training", "nn",
           "formats", "core")
-ABOVE_STAGES = ("joint", "search", "cli", "pipeline", "registry")
+ABOVE_STAGES = ("joint", "search", "cli", "pipeline", "registry", "serve", "api")
 
 
 def imported_modules(path: Path) -> set[str]:
