@@ -8,6 +8,7 @@ from collections.abc import Sequence
 import cv2
 import numpy as np
 
+from psearch.core.boxes import crop_boxes
 from psearch.core.errors import PsearchError
 
 
@@ -27,3 +28,30 @@ def resize_crops(crops: Sequence[np.ndarray], size: tuple[int, int]) -> np.ndarr
             raise PsearchError(f"crop {i}: expected an RGB array [H, W, 3], got shape {crop.shape}")
         out[i] = resize_crop(crop, size)
     return out
+
+
+class CropEmbedder:
+    """What every crop-based embedder (the PyTorch re-ID model, its ONNX export) shares: crops
+    of any size resized and embedded in batches. A subclass sets ``dim``, ``batch_size`` and
+    ``input_size`` (height, width) and implements ``embed_batch(uint8 [N, h, w, 3]) -> [N, D]``.
+    """
+
+    dim: int
+    batch_size: int
+    input_size: tuple[int, int]
+
+    def embed_batch(self, batch: np.ndarray) -> np.ndarray:
+        """uint8 crops [N, height, width, 3] already at ``input_size`` -> float32 [N, D]."""
+        raise NotImplementedError
+
+    def embed_crops(self, crops: Sequence[np.ndarray]) -> np.ndarray:
+        """RGB uint8 crops [H_i, W_i, 3] of any size -> float32 [N, D], L2-normalised."""
+        out = np.empty((len(crops), self.dim), dtype=np.float32)
+        for start in range(0, len(crops), self.batch_size):
+            chunk = crops[start:start + self.batch_size]
+            out[start:start + len(chunk)] = self.embed_batch(resize_crops(chunk, self.input_size))
+        return out
+
+    def embed_boxes(self, image: np.ndarray, boxes: np.ndarray) -> np.ndarray:
+        """The people at ``boxes`` float [N, 4] (x1, y1, x2, y2) of RGB ``image`` -> [N, D]."""
+        return self.embed_crops(crop_boxes(image, boxes))

@@ -23,7 +23,7 @@ from psearch.core.checkpoint import checkpoint_of_kind, load_model_state
 from psearch.core.device import resolve_device
 from psearch.core.errors import PsearchError
 from psearch.reid.config import model_config
-from psearch.reid.crops import resize_crop, resize_crops
+from psearch.reid.crops import CropEmbedder, resize_crop, resize_crops
 
 CHECKPOINT_KIND = "reid"
 __all__ = ["ReidModel", "ReidNet", "build_reid_net", "crop_boxes", "resize_crop", "resize_crops"]
@@ -103,7 +103,7 @@ def build_reid_net(cfg: dict[str, Any], pretrained: bool | None = None) -> ReidN
     return ReidNet(backbone, in_features, int(cfg["dim"]), data_cfg["mean"], data_cfg["std"])
 
 
-class ReidModel:
+class ReidModel(CropEmbedder):
     """A trained re-ID embedding for inference.
 
     >>> model = ReidModel.from_checkpoint("runs/reid/last.pt", device="cpu")
@@ -163,15 +163,3 @@ class ReidModel:
                             enabled=self.device.type == "cuda"):
             feats = self.net(images)
         return F.normalize(feats.float(), dim=1).cpu().numpy()
-
-    def embed_crops(self, crops: Sequence[np.ndarray]) -> np.ndarray:
-        """RGB uint8 crops [H_i, W_i, 3] of any size -> float32 [N, D], L2-normalised."""
-        out = np.empty((len(crops), self.dim), dtype=np.float32)
-        for start in range(0, len(crops), self.batch_size):
-            chunk = crops[start:start + self.batch_size]
-            out[start:start + len(chunk)] = self.embed_batch(resize_crops(chunk, self.input_size))
-        return out
-
-    def embed_boxes(self, image: np.ndarray, boxes: np.ndarray) -> np.ndarray:
-        """The people at ``boxes`` float [N, 4] (x1, y1, x2, y2) of RGB ``image`` -> [N, D]."""
-        return self.embed_crops(crop_boxes(image, boxes))

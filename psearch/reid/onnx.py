@@ -13,22 +13,20 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from psearch.core.boxes import crop_boxes
 from psearch.core.errors import PsearchError
-from psearch.reid.crops import resize_crops
+from psearch.reid.crops import CropEmbedder
 from psearch.roles import EmbedderSource
 
 META_PREFIX = "psearch."
 """Prefix of the metadata keys ``psearch export onnx`` writes (values are JSON)."""
 
 
-class OnnxEmbedder:
+class OnnxEmbedder(CropEmbedder):
     """``roles.Embedder`` (``source = "crops"``) over an exported re-ID ``.onnx`` file."""
 
     source: EmbedderSource = "crops"
@@ -81,18 +79,6 @@ class OnnxEmbedder:
         [feats] = self.session.run(None, {self.input_name: images})
         feats = np.asarray(feats, dtype=np.float32)
         return feats / np.maximum(np.linalg.norm(feats, axis=1, keepdims=True), 1e-12)
-
-    def embed_crops(self, crops: Sequence[np.ndarray]) -> np.ndarray:
-        """RGB uint8 crops [H_i, W_i, 3] of any size -> float32 [N, D], L2-normalised."""
-        out = np.empty((len(crops), self.dim), dtype=np.float32)
-        for start in range(0, len(crops), self.batch_size):
-            chunk = crops[start:start + self.batch_size]
-            out[start:start + len(chunk)] = self.embed_batch(resize_crops(chunk, self.input_size))
-        return out
-
-    def embed_boxes(self, image: np.ndarray, boxes: np.ndarray) -> np.ndarray:
-        """The people at ``boxes`` float [N, 4] (x1, y1, x2, y2) of RGB ``image`` -> [N, D]."""
-        return self.embed_crops(crop_boxes(image, boxes))
 
     def describe(self) -> dict[str, Any]:
         """What ``psearch embed`` records: the exported model's own description + the file."""
