@@ -28,7 +28,6 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "tests"))
 
 
 def free_port() -> int:
@@ -38,10 +37,9 @@ def free_port() -> int:
 
 
 def make_gallery(directory: Path, n: int, checkpoint: Path) -> None:
-    from support import clustered, fake_rows
-
     from psearch.core.io import file_sha256
     from psearch.gallery.store import Gallery
+    from psearch.pipeline.toys import clustered, fake_rows
 
     reid = {"checkpoint": str(checkpoint), "checkpoint_sha256": file_sha256(checkpoint),
             "model": "test_resnet"}
@@ -116,9 +114,8 @@ def run_cell(port: int, clients: int, seconds: float, body: bytes, ctype: str,
 
 
 def writer(directory: Path, generations: dict, stop: threading.Event, add: int) -> None:
-    from support import clustered
-
     from psearch.gallery.store import Gallery
+    from psearch.pipeline.toys import clustered
 
     while not stop.is_set():
         g = Gallery.load(directory)
@@ -150,7 +147,8 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks/results/serve_load.json")
     args = parser.parse_args()
     from PIL import Image
-    from support import person_images, tiny_checkpoint
+
+    from psearch.pipeline.toys import person_images, tiny_checkpoint
 
     work = Path(tempfile.mkdtemp(prefix="serve_load_"))
     checkpoint = tiny_checkpoint(work / "reid.pt").resolve()
