@@ -26,6 +26,7 @@ SHARED = {  # long option -> the factory every command must build it with
     "--resume": options.resume_option(),
     "--score-thresh": options.score_thresh_option(0.5),
     "--gallery-sizes": options.gallery_sizes_option(),
+    "--checkpoint": options.checkpoint_option(),
 }
 OWN_FORMAT = {"synth"}
 """Commands whose --format is the layout they write, not a dataset they read."""

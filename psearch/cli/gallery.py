@@ -9,6 +9,7 @@ import click
 
 from psearch.core.errors import PsearchError
 from psearch.core.options import (
+    checkpoint_option,
     device_option,
     format_option,
     gallery_sizes_option,
@@ -102,8 +103,7 @@ def parse_box(text: str) -> tuple[float, ...]:
               help="Write a result sheet: OUT.png (or .jpg) image or OUT.html page; with several "
                    "boxes one per box (OUT-1.png, ...).")
 @device_option()
-@click.option("--checkpoint", type=click.Path(dir_okay=False, path_type=Path),
-              help="The gallery's re-ID checkpoint if it moved (same sha256 required).")
+@checkpoint_option()
 @click.option("--per-frame", is_flag=True,
               help="Videos: one row per matched frame instead of one per sighting.")
 @click.option("--gap", type=click.FloatRange(min=0), default=None,
@@ -244,8 +244,7 @@ def format_sightings(sightings: list) -> str:
               help="Also save the detections, features and query features as a results .npz "
                    "(for `psearch evaluate --results`).")
 @device_option()
-@click.option("--checkpoint", type=click.Path(dir_okay=False, path_type=Path),
-              help="The gallery's re-ID checkpoint if it moved (same sha256 required).")
+@checkpoint_option()
 @quiet_option()
 def evaluate_gallery_command(gallery_dir: Path, data_root: Path, fmt: str,
                              gallery_sizes: tuple[int, ...] | None, full_set: bool,

@@ -7,14 +7,13 @@ from pathlib import Path
 import click
 
 from psearch.core.errors import PsearchError
-from psearch.core.options import device_option
+from psearch.core.options import checkpoint_option, device_option
 
 
 @click.command("serve")
 @click.option("--gallery", "gallery_dir", required=True, type=click.Path(path_type=Path),
               help="Gallery directory built by `psearch index`.")
-@click.option("--checkpoint", type=click.Path(dir_okay=False, path_type=Path),
-              help="The gallery's re-ID checkpoint if it moved (same sha256 required).")
+@checkpoint_option()
 @click.option("--host", default="127.0.0.1", show_default=True,
               help="Address to bind; anything but loopback exposes the gallery to the network.")
 @click.option("--port", default=8000, show_default=True, type=click.IntRange(0, 65535))

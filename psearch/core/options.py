@@ -127,6 +127,13 @@ def out_option(help: str, name: str = "out", required: bool = True, file: bool =
                         cls=AliasedOption, hidden_aliases=aliases)
 
 
+def checkpoint_option() -> Decorator:
+    """``--checkpoint``: the gallery's re-ID checkpoint when it no longer lies where the gallery
+    recorded it (query, evaluate-gallery, serve)."""
+    return click.option("--checkpoint", type=click.Path(dir_okay=False, path_type=Path),
+                        help="The gallery's re-ID checkpoint if it moved (same sha256 required).")
+
+
 def weights_option(help: str, required: bool = True) -> Decorator:
     """``--weights``: a checkpoint (what kind it must be differs per command)."""
     return click.option("--weights", required=required, help=help)
