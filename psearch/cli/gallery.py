@@ -77,17 +77,6 @@ def describe(header: dict) -> str:
     return f"{header['rows']} rows, dim {header['dim']}, index {info['factory']}{knob}{recall}"
 
 
-def parse_box(text: str) -> tuple[float, ...]:
-    """``"x1,y1,x2,y2"`` -> 4 floats; ``PsearchError`` otherwise."""
-    try:
-        values = tuple(float(v) for v in text.replace(" ", "").split(","))
-    except ValueError:
-        values = ()
-    if len(values) != 4:
-        raise PsearchError(f"--box {text!r}: expected x1,y1,x2,y2 (4 numbers)")
-    return values
-
-
 @click.command("query")
 @click.option("--gallery", "gallery_dir", type=click.Path(path_type=Path),
               help="Gallery directory built by `psearch index` (or --weights with --in).")
@@ -147,7 +136,7 @@ def query_command(gallery_dir: Path | None, image: Path | None, boxes: tuple[str
         query_pairs(gallery_dir=gallery_dir, image=image, boxes=boxes, crop=crop, top_k=top_k,
                     as_json=as_json, show=show, device=device, checkpoint=checkpoint,
                     weights=weights, inputs=inputs, fps=fps, rerank=rerank,
-                    rerank_top=rerank_top, parse_box=parse_box, format_table=format_table,
+                    rerank_top=rerank_top, format_table=format_table,
                     progress=not quiet)
         return
     if gallery_dir is None:
@@ -156,7 +145,7 @@ def query_command(gallery_dir: Path | None, image: Path | None, boxes: tuple[str
         raise PsearchError("--in and --fps apply to --weights (pair-by-pair search)")
     import numpy as np
 
-    from psearch.core.boxes import check_box, crop_box
+    from psearch.core.boxes import check_box, crop_box, parse_box
     from psearch.core.media import read_image
     from psearch.gallery.sheet import write_sheet
     from psearch.search.person_search import PersonSearch

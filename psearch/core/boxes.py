@@ -44,6 +44,17 @@ def check_box(box: Sequence[float] | np.ndarray, width: int, height: int) -> np.
     return clipped.astype(np.float32)
 
 
+def parse_box(text: str, what: str = "--box") -> tuple[float, ...]:
+    """``"x1,y1,x2,y2"`` -> 4 floats; a one-line ``PsearchError`` naming ``what`` otherwise."""
+    try:
+        values = tuple(float(v) for v in text.replace(" ", "").split(","))
+    except ValueError:
+        values = ()
+    if len(values) != 4:
+        raise PsearchError(f"{what} {text[:40]!r}: expected x1,y1,x2,y2 (4 numbers)")
+    return values
+
+
 def check_boxes(boxes: np.ndarray | Sequence, width: int, height: int) -> np.ndarray:
     """Several query boxes [N, 4] checked and clipped like ``check_box`` -> float32 [N, 4]."""
     array = np.asarray(boxes, dtype=np.float64)

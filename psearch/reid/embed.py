@@ -127,12 +127,15 @@ def embed_frames(model: Embedder, manifest: Manifest, array: np.ndarray, start: 
                 wanted = set(manifest.frames[rows].tolist())
                 kind = manifest.finished.get(source, IMAGE)
                 for frame, rgb in iter_pictures(Source(Path(source), kind), FrameSampling()):
+                    if not wanted:  # the rest of the video holds no row to embed
+                        break
                     if frame not in wanted:
                         continue
                     these = rows[manifest.frames[rows] == frame]
                     array[these] = model.embed_boxes(rgb, manifest.boxes[these])
                     filled[these] = True
                     bar.update(len(these))
+                    wanted.discard(frame)
                     if time.monotonic() - last_save > SAVE_EVERY_S:
                         save(prefix())
                         last_save = time.monotonic()

@@ -133,7 +133,6 @@ def rerank_gallery(ps: Any, scorer: PairScorer, query: np.ndarray, box: Any, top
 def query_pairs(*, gallery_dir: Any, image: Any, boxes: tuple[str, ...], crop: Any, top_k: int,
                 as_json: bool, show: Any, device: str, checkpoint: Any, weights: Any,
                 inputs: tuple[Any, ...], fps: float | None, rerank: Any, rerank_top: int,
-                parse_box: Callable[[str], tuple[float, ...]],
                 format_table: Callable[[list], str], progress: bool = True) -> None:
     """``psearch query --weights QEEPS --in ...`` and ``psearch query --gallery G --rerank
     QEEPS``: one query box, results ranked by the query-guided match score."""
@@ -141,7 +140,7 @@ def query_pairs(*, gallery_dir: Any, image: Any, boxes: tuple[str, ...], crop: A
 
     import click
 
-    from psearch.core.boxes import check_box, crop_box
+    from psearch.core.boxes import check_box, crop_box, parse_box
     from psearch.core.media import read_image
     from psearch.registry import load_pair_scorer
 

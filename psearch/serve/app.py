@@ -22,7 +22,7 @@ from fastapi import FastAPI, File, Form, Header, HTTPException, Query, Request, 
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
 
-from psearch.core.boxes import check_box, crop_box
+from psearch.core.boxes import check_box, crop_box, parse_box
 from psearch.core.errors import PsearchError
 from psearch.core.media import read_source_frame, write_image
 from psearch.serve.state import GalleryState, Snapshot, row_vectors
@@ -315,13 +315,7 @@ def _is_video(source: str, frames: list[int]) -> bool:
 
 
 def _parse_box(text: str, rgb: np.ndarray) -> np.ndarray:
-    try:
-        values = [float(v) for v in text.split(",")]
-    except ValueError:
-        raise PsearchError(f"box {text[:40]!r}: expected x1,y1,x2,y2 numbers") from None
-    if len(values) != 4:
-        raise PsearchError(f"box {text[:40]!r}: expected 4 numbers x1,y1,x2,y2")
-    return check_box(values, rgb.shape[1], rgb.shape[0])
+    return check_box(parse_box(text, "box"), rgb.shape[1], rgb.shape[0])
 
 
 def _parse_rows(text: str) -> list[int]:

@@ -104,4 +104,4 @@ def row_vectors(gallery: Gallery, rows: list[int]) -> np.ndarray:
     bad = [r for r in rows if not 0 <= r < len(gallery)]
     if bad:
         raise PsearchError(f"row {bad[0]} is not in the gallery (0..{len(gallery) - 1})")
-    return np.stack([gallery.index.reconstruct(int(r)) for r in rows]).astype(np.float32)
+    return gallery.index.reconstruct_batch(np.asarray(rows, np.int64)).astype(np.float32)
